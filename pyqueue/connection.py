@@ -1,0 +1,104 @@
+"""Redis connections: URL parsing, pool sizing and the server version check.
+
+URLs: ``redis://``, ``rediss://`` (TLS), ``unix:///path/to.sock`` and
+``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]``.
+The pool blocks when every connection is in use instead of raising
+"Too many connections", so worker threads wait for a free connection.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from pyqueue.errors import ConfigError, RedisVersionError
+
+DEFAULT_URL = "redis://localhost:6379/0"
+MIN_VERSION = (6, 2)
+
+# BRPOP blocks for 2 s, so a read must be allowed to wait longer than that;
+# 5 s more notices a dead connection quickly without ever timing out an idle fetch.
+FETCH_TIMEOUT = 2
+SOCKET_TIMEOUT = FETCH_TIMEOUT + 5.0
+
+
+def redis_url(url: str | None = None) -> str:
+    """Return ``url``, else ``REDIS_URL``, else the local default."""
+    return url or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+def create_redis(
+    url: str | None = None,
+    *,
+    pool_size: int = 10,
+    socket_timeout: float = SOCKET_TIMEOUT,
+) -> redis.Redis:
+    """Build a client with a blocking pool of at most ``pool_size`` connections."""
+    url = redis_url(url)
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), 2),
+    }
+    scheme = urlparse(url).scheme
+    if scheme == "redis+sentinel":
+        return _sentinel_client(url, pool_size, options)
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"redis_url {url!r} has the unsupported scheme {scheme!r}; "
+            "use redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=20, **options
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def _sentinel_client(url: str, pool_size: int, options: dict[str, Any]) -> redis.Redis:
+    parsed = urlparse(url)
+    hosts = []
+    for part in parsed.netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = part.partition(":")
+        hosts.append((host, int(port or 26379)))
+    path = [p for p in parsed.path.split("/") if p]
+    if not path:
+        raise ConfigError(
+            f"redis_url {url!r} names no Sentinel service; "
+            "write redis+sentinel://host:26379/service_name[/db]"
+        )
+    service = path[0]
+    db = int(path[1]) if len(path) > 1 else 0
+    password = unquote(parsed.password) if parsed.password else None
+    sentinel = Sentinel(hosts, socket_timeout=options["socket_connect_timeout"])
+    master: redis.Redis = sentinel.master_for(
+        service, db=db, password=password, max_connections=pool_size, **options
+    )
+    return master
+
+
+def server_version(client: redis.Redis) -> tuple[int, ...]:
+    """Return the server's version as a tuple of ints, e.g. ``(7, 0, 15)``."""
+    info: dict[str, Any] = client.info("server")
+    text = str(info.get("redis_version", "0"))
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def check_server_version(client: redis.Redis) -> tuple[int, ...]:
+    """Raise RedisVersionError when the server is older than Redis 6.2."""
+    version = server_version(client)
+    if version < MIN_VERSION:
+        found = ".".join(str(part) for part in version)
+        raise RedisVersionError(
+            f"Redis {found} is too old: pyqueue needs Redis 6.2 or newer "
+            "(for ZRANGE ... BYSCORE and LMOVE); upgrade the server or point REDIS_URL elsewhere"
+        )
+    return version

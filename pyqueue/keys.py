@@ -1,0 +1,65 @@
+"""Every Redis key name pyqueue reads or writes.
+
+Sidekiq 7 and sidekiq-cron own most of these names; a Ruby process sharing the
+database reads them, so they must not change. Keys of pyqueue's own start with
+``pyqueue:`` so that they never collide with a Sidekiq or Sidekiq Pro key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+QUEUES = "queues"  # SET of queue names (without the "queue:" prefix)
+SCHEDULE = "schedule"  # ZSET payload -> run time (epoch seconds)
+RETRY = "retry"  # ZSET payload -> next attempt (epoch seconds)
+DEAD = "dead"  # ZSET payload -> time of death (epoch seconds)
+PROCESSES = "processes"  # SET of process identities
+PROCESS_CLEANUP = "process_cleanup"  # STRING lock, NX EX 60
+STAT_PROCESSED = "stat:processed"
+STAT_FAILED = "stat:failed"
+
+# Daily stat keys live five years, as Sidekiq's do.
+STAT_DAILY_TTL = 157_680_000
+# Process hashes, work hashes and signal lists expire when the heartbeat stops.
+PROCESS_TTL = 60
+
+QUEUE_PREFIX = "queue:"
+
+# pyqueue's own keys.
+CRON_LOADED = "pyqueue:cron:loaded"  # SET of cron job names loaded from pyqueue's schedule file
+WORKING_PREFIX = "pyqueue:working:"  # LIST per process for reliable fetch
+
+
+def queue(name: str) -> str:
+    """Return the LIST key of queue ``name``."""
+    return QUEUE_PREFIX + name
+
+
+def queue_name(key: str) -> str:
+    """Return the queue name of a ``queue:<name>`` key."""
+    return key[len(QUEUE_PREFIX) :] if key.startswith(QUEUE_PREFIX) else key
+
+
+def stat_daily(stat: str, day: dt.date) -> str:
+    """Return the daily counter key, e.g. ``stat:processed:2026-12-04`` (UTC date)."""
+    return f"stat:{stat}:{day.isoformat()}"
+
+
+def work(identity: str) -> str:
+    """Return the busy-work HASH of a process (Sidekiq 6.4.2 and newer)."""
+    return f"{identity}:work"
+
+
+def legacy_workers(identity: str) -> str:
+    """Return the busy-work HASH name that Sidekiq 6.4.1 and older read."""
+    return f"{identity}:workers"
+
+
+def signals(identity: str) -> str:
+    """Return the LIST that the Web UI and API push TSTP / TERM / TTIN to."""
+    return f"{identity}-signals"
+
+
+def working(identity: str) -> str:
+    """Return the reliable-fetch working LIST of a process."""
+    return WORKING_PREFIX + identity

@@ -1,0 +1,5 @@
+"""Shared fixtures. Each real server lives in its own plugin under tests/fixtures."""
+
+pytest_plugins = [
+    "tests.fixtures.redis_server",
+]
