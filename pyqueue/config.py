@@ -46,7 +46,7 @@ class Settings:
     # Also write <identity>:workers, which Sidekiq 6.4.1's Web UI reads.
     legacy_workers_key: bool = True
     timestamp_mode: str = "float_seconds"
-    fetch: str = "reliable"
+    fetch: str = "basic"
     # A job recovered from a dead process's working list this many times goes to the dead set.
     max_recoveries: int = 3
     processes: int = 1
