@@ -38,3 +38,7 @@ class UnknownJobClass(PyQueueError):
 
 class RedisVersionError(PyQueueError):
     """Raised at start when the Redis server is older than 6.2."""
+
+
+class Shutdown(BaseException):  # noqa: N818 - a control-flow signal, like KeyboardInterrupt
+    """Raised inside a job thread when the process stops; never counted as a job failure."""
