@@ -2,9 +2,14 @@
 
 The processor sets the context (jid, class, queue) around each job, and every
 line logged inside it carries those fields; per-job messages are then just
-``start``, ``done`` and ``fail``. Text lines look like Sidekiq's:
+``start``, ``done`` and ``fail``. The processor passes the run time of a job
+as ``extra={"elapsed": seconds}`` on its ``done`` and ``fail`` lines, and the
+formatters print it after the context. Text lines look like Sidekiq's:
 
-    2026-12-04T19:46:47.123Z pid=4242 tid=7fa class=Mailer jid=2f... INFO: done elapsed=0.012
+    2026-12-04T19:46:47.123Z pid=4242 tid=7fa class=Mailer jid=2f... elapsed=0.012 INFO: done
+
+``setup`` also installs ``SecretFilter`` so that Redis and PostgreSQL URL
+passwords and SendGrid API keys never reach the output.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+from pyqueue.errors import ConfigError
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
 
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "pyqueue_log_context", default=None
@@ -56,17 +67,34 @@ def _utc_timestamp(record: logging.LogRecord) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _record_context(record: logging.LogRecord) -> dict[str, Any]:
+    """Return the job context plus the ``elapsed`` seconds passed as ``extra``."""
+    context = current_context()
+    elapsed = getattr(record, "elapsed", None)
+    if isinstance(elapsed, int | float):
+        # Milliseconds are the useful precision for a job's run time, as in Sidekiq.
+        context["elapsed"] = round(float(elapsed), 3)
+    return context
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """Return the traceback, reusing the text that SecretFilter already masked."""
+    if not record.exc_text and record.exc_info:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return record.exc_text or ""
+
+
 class TextFormatter(logging.Formatter):
     """One line per record: time, pid, tid, job context, level, message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{k}={v}" for k, v in current_context().items())
+        context = " ".join(f"{k}={v}" for k, v in _record_context(record).items())
         prefix = f"{_utc_timestamp(record)} pid={os.getpid()} tid={thread_id()}"
         if context:
             prefix += " " + context
         line = f"{prefix} {record.levelname}: {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            line += "\n" + _exception_text(self, record)
         return line
 
 
@@ -82,18 +110,67 @@ class JSONFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "logger": record.name,
         }
-        context = current_context()
+        context = _record_context(record)
         if context:
             entry["ctx"] = context
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            entry["error"] = _exception_text(self, record)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
-    """Send pyqueue's and the application's logs to ``stream`` (stdout) in ``fmt``."""
+# user:password@ in any URL (redis://, rediss://, redis+sentinel://, postgresql://).
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+# redis-py also takes the password as a query parameter: redis://host/0?password=...
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&\s]+", re.IGNORECASE)
+# SendGrid API keys are "SG." followed by two base64url parts separated by a dot.
+_SENDGRID_KEY = re.compile(r"\bSG\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+MASK = "***"
+
+
+def mask_secrets(text: str) -> str:
+    """Replace URL passwords and SendGrid API keys in ``text`` with ``***``."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
+    text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _SENDGRID_KEY.sub("SG." + MASK, text)
+
+
+class SecretFilter(logging.Filter):
+    """Mask secrets in a record's message and traceback before any formatter runs.
+
+    It sits on the handler, so it also covers records that propagate from
+    other libraries' loggers. It does not look into the job context fields.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg = masked
+            record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text)
+        return True
+
+
+def setup(level: str | None = None, fmt: str | None = None, stream: Any = None) -> logging.Handler:
+    """Send pyqueue's and the application's logs to ``stream`` (stdout) in ``fmt``.
+
+    ``level`` is one of debug, info, warning, error and ``fmt`` is text or
+    json. A value not given comes from PYQUEUE_LOG_LEVEL or PYQUEUE_LOG_FORMAT,
+    else it is info or text. Calling it again replaces the handler it installed
+    before. Raises ConfigError on an unknown value.
+    """
+    level = (level or os.environ.get("PYQUEUE_LOG_LEVEL") or "info").lower()
+    fmt = (fmt or os.environ.get("PYQUEUE_LOG_FORMAT") or "text").lower()
+    if level not in LEVELS:
+        raise ConfigError(f"log level {level!r} is invalid; choose one of {', '.join(LEVELS)}")
+    if fmt not in FORMATS:
+        raise ConfigError(f"log format {fmt!r} is invalid; choose one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(SecretFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_pyqueue", False):
@@ -101,3 +178,4 @@ def setup(level: str = "info", fmt: str = "text", stream: Any = None) -> None:
     handler._pyqueue = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    return handler
