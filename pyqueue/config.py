@@ -60,6 +60,8 @@ class Settings:
     cron_history_size: int = 10
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # Also serve the cluster metrics read from Redis on the worker's metrics port.
+    metrics_cluster: bool = False
 
     @property
     def strict(self) -> bool:
