@@ -25,6 +25,12 @@ PROCESS_TTL = 60
 
 QUEUE_PREFIX = "queue:"
 
+# sidekiq-cron. Layout "v1" (1.x): SET cron_jobs, HASH cron_job:<name>. Layout "v2"
+# (2.x): SET cron_jobs:<namespace>, HASH cron_job:<namespace>:<name>. The index
+# SET holds hash key names; each hash key has ":enqueued" (ZSET of ticks already
+# enqueued) and ":jid_history" (LIST) beside it.
+CRON_JOBS = "cron_jobs"
+
 # pyqueue's own keys.
 CRON_LOADED = "pyqueue:cron:loaded"  # SET of cron job names loaded from pyqueue's schedule file
 WORKING_PREFIX = "pyqueue:working:"  # LIST per process for reliable fetch
@@ -63,3 +69,13 @@ def signals(identity: str) -> str:
 def working(identity: str) -> str:
     """Return the reliable-fetch working LIST of a process."""
     return WORKING_PREFIX + identity
+
+
+def cron_index(namespace: str | None = None) -> str:
+    """Return the cron index SET: ``cron_jobs``, or ``cron_jobs:<namespace>`` (v2)."""
+    return CRON_JOBS if namespace is None else f"{CRON_JOBS}:{namespace}"
+
+
+def cron_job(name: str, namespace: str | None = None) -> str:
+    """Return a cron job's HASH: ``cron_job:<name>``, or ``cron_job:<namespace>:<name>`` (v2)."""
+    return f"cron_job:{name}" if namespace is None else f"cron_job:{namespace}:{name}"
