@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.ruby",
     "tests.fixtures.postgres",
+    "tests.fixtures.sendgrid_events",
 ]
