@@ -54,9 +54,9 @@ return nil
 
 # The retry set is polled first, as Sidekiq does.
 POLLED_SETS = (keys.RETRY, keys.SCHEDULE)
-# Before the first cycle, heartbeats get time to register, so that the
-# process count behind the interval is right; the random part spreads
-# processes that start together.
+# The first cycle waits 10 s so that the heartbeats of processes starting
+# together are registered and the process count behind the interval is right.
+# The random part spreads those processes out.
 INITIAL_WAIT = 10.0
 INITIAL_SPREAD = 5.0
 PEEK_INTERVAL = 1.0
@@ -68,9 +68,10 @@ CLEANUP_LOCK_SECONDS = 60
 class Poller:
     """Moves due retry and scheduled jobs to their queues on a background thread.
 
-    ``clock`` returns epoch seconds and ``rand`` a float in [0, 1); tests
-    inject both. ``peek_interval`` is the period of the earliest-score peek;
-    None turns the peek off and polls exactly as Sidekiq 7 does.
+    ``clock`` returns epoch seconds and ``rand`` a float in [0, 1). Tests
+    inject both. ``peek_interval`` is the period in seconds of the
+    earliest-score peek, and None turns the peek off to poll exactly as
+    Sidekiq 7 does.
     """
 
     def __init__(
@@ -95,7 +96,7 @@ class Poller:
         self._failing = False
 
     def start(self) -> None:
-        """Start the poller thread; a second call while it runs does nothing."""
+        """Start the poller thread. A second call while it runs does nothing."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
@@ -113,7 +114,7 @@ class Poller:
             thread.join(timeout)
 
     def poll_once(self) -> int:
-        """Move every due job, retry set first; return how many were moved."""
+        """Move every due job, retry set first, and return how many were moved."""
         moved = 0
         for key in POLLED_SETS:
             while not self._stopping.is_set():
@@ -175,9 +176,9 @@ class Poller:
             raise
 
     def _restore(self, key: str, member: str) -> None:
-        # The script already removed the member. Putting it back, due now,
-        # means a push that failed mid-way can run the job twice, but a job is
-        # never lost unless Redis also rejects this write.
+        # The script already removed the member, so it goes back, due now. If
+        # the push failed after its LPUSH, the job then runs twice, but it is
+        # lost only when Redis also rejects this write.
         try:
             self.redis.zadd(key, {member: self.clock()})
         except redis.RedisError as exc:
@@ -233,7 +234,7 @@ class Poller:
         return True
 
     def _note_failure(self, exc: Exception) -> None:
-        # One line per outage: the poller keeps trying every cycle.
+        # Log one line per outage, because the poller keeps trying every cycle.
         if self._failing:
             return
         self._failing = True
@@ -248,8 +249,8 @@ def cleanup_processes(redis: redis.Redis) -> int:
     """Remove processes whose heartbeat hash has expired from the ``processes`` set.
 
     Returns how many were removed. At most one process in the cluster runs
-    the cleanup per minute: it takes the ``process_cleanup`` lock, the same
-    key Sidekiq 7 uses, and returns 0 without scanning when the lock is held.
+    the cleanup per minute, because it first takes the ``process_cleanup``
+    lock (the key Sidekiq 7 uses) and returns 0 while the lock is held.
     """
     if not redis.set(keys.PROCESS_CLEANUP, "1", nx=True, ex=CLEANUP_LOCK_SECONDS):
         return 0
