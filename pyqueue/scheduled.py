@@ -33,6 +33,7 @@ from pyqueue import keys
 from pyqueue.client import Client
 from pyqueue.config import Settings
 from pyqueue.errors import ArgumentError, PayloadError
+from pyqueue.outage import OutageLog
 from pyqueue.payload import decode
 from pyqueue.retry import kill
 
@@ -93,7 +94,7 @@ class Poller:
         self._pop_due = redis.register_script(POP_DUE_SCRIPT)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failing = False
+        self.outage = OutageLog(logger, "Redis")
 
     def start(self) -> None:
         """Start the poller thread. A second call while it runs does nothing."""
@@ -212,37 +213,33 @@ class Poller:
         try:
             return self.seconds_until_due()
         except redis.RedisError as exc:
-            self._note_failure(exc)
+            self.outage.failed(exc)
             return None
 
     def _safe_next_wait(self) -> float:
         try:
             return self.next_wait()
         except redis.RedisError as exc:
-            self._note_failure(exc)
+            self.outage.failed(exc)
             return self.settings.average_scheduled_poll_interval
 
     def _attempt(self, action: Callable[[], object]) -> bool:
+        """Run ``action`` and return whether it succeeded, logging an error instead of raising it.
+
+        A Redis outage is logged once when it starts and once when it ends.
+        Any other error is a bug in pyqueue or in client middleware, so it is
+        logged with its traceback on every cycle.
+        """
         try:
             action()
-        except Exception as exc:
-            self._note_failure(exc)
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
             return False
-        if self._failing:
-            logger.info("scheduled poller recovered")
-            self._failing = False
+        except Exception:
+            logger.exception("scheduled poller cycle failed, trying again next cycle")
+            return False
+        self.outage.recovered()
         return True
-
-    def _note_failure(self, exc: Exception) -> None:
-        # Log one line per outage, because the poller keeps trying every cycle.
-        if self._failing:
-            return
-        self._failing = True
-        logger.error(
-            "scheduled poller failed, retrying every cycle: %s",
-            exc,
-            exc_info=not isinstance(exc, redis.RedisError),
-        )
 
 
 def cleanup_processes(redis: redis.Redis) -> int:

@@ -319,8 +319,9 @@ def test_outage_logged_once(
         assert poller._attempt(poller.poll_once) is False
         assert poller._attempt(poller.poll_once) is False
         assert poller._peek() is None
-    failures = [rec for rec in caplog.records if "scheduled poller failed" in rec.getMessage()]
+    failures = [rec for rec in caplog.records if "Redis is unavailable" in rec.getMessage()]
     assert len(failures) == 1
+    assert poller.outage.down
     unreachable.close()
 
 
@@ -328,11 +329,32 @@ def test_outage_recovery_logged(
     r: redis.Redis, clock: FakeClock, rand: FixedRand, caplog: pytest.LogCaptureFixture
 ) -> None:
     poller = make_poller(r, clock, rand)
-    poller._failing = True
+    poller.outage.failed(redis.ConnectionError("connection refused"))
     with caplog.at_level(logging.INFO, logger="pyqueue.scheduled"):
         assert poller._attempt(poller.poll_once) is True
-    assert "scheduled poller recovered" in caplog.text
-    assert poller._failing is False
+    assert "Redis is available again" in caplog.text
+    assert not poller.outage.down
+
+
+def test_middleware_error_logged_each_cycle(
+    r: redis.Redis, clock: FakeClock, rand: FixedRand, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error that is not Redis's is a bug: it is logged with its traceback every cycle."""
+
+    def broken(payload: Payload, queue: str, call_next: Any) -> Payload | None:
+        raise ValueError("middleware bug")
+
+    client = Client(redis=r, middleware=ClientChain([broken]))
+    poller = Poller(r, Settings(), client, clock=clock, rand=rand)
+    r.zadd("schedule", {scheduled_member("j1"): clock.now - 1})
+    with caplog.at_level(logging.ERROR, logger="pyqueue.scheduled"):
+        assert poller._attempt(poller.poll_once) is False
+        assert poller._attempt(poller.poll_once) is False
+    failures = [rec for rec in caplog.records if "cycle failed" in rec.getMessage()]
+    assert len(failures) == 2
+    assert all(rec.exc_info is not None for rec in failures)
+    assert r.zcard("schedule") == 1
+    assert not poller.outage.down
 
 
 def test_early_wake_many_processes(r: redis.Redis) -> None:
