@@ -1,0 +1,176 @@
+"""Fetch strategies: how a processor thread takes the next job off its queues.
+
+A fetcher returns a ``UnitOfWork`` (the queue and the raw job string). The
+processor calls ``acknowledge()`` once the job is finished and ``requeue()``
+when it must hand the job back untouched; the manager calls
+``bulk_requeue(units)`` for jobs still running when the shutdown timeout ends.
+
+``BasicFetch`` is Sidekiq's: ``BRPOP queue:a queue:b ... 2``. A job popped by
+a process that then crashes is lost, because Redis holds no copy while the
+job runs; that is Sidekiq's open-source behaviour. A reliable strategy that
+keeps a copy in a per-process working list (``pyqueue:working:<identity>``)
+implements the same ``Fetcher`` protocol, so the processor does not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import redis
+
+from pyqueue import keys
+from pyqueue.config import Settings
+from pyqueue.connection import FETCH_TIMEOUT
+from pyqueue.errors import ConfigError
+from pyqueue.outage import OutageLog
+
+logger = logging.getLogger(__name__)
+
+# After a failed fetch the thread waits this long, so an outage does not spin.
+ERROR_PAUSE = 1.0
+
+
+@dataclass(eq=False)
+class UnitOfWork:
+    """A fetched job: the queue name (without ``queue:``) and the raw job string.
+
+    ``requeued`` turns True when the job was handed back to its queue; the
+    processor then neither counts nor acknowledges it.
+    """
+
+    queue: str
+    raw: str
+    fetcher: Fetcher = field(repr=False)
+    requeued: bool = False
+
+    def acknowledge(self) -> None:
+        """Tell the fetcher the job is finished (run, retried or dead)."""
+        self.fetcher.acknowledge(self)
+
+    def requeue(self) -> None:
+        """Push the job back to its queue, unchanged, so it is fetched next."""
+        self.fetcher.requeue(self)
+
+
+class Fetcher(Protocol):
+    """What a processor needs from a fetch strategy."""
+
+    def retrieve_work(self) -> UnitOfWork | None:
+        """Block for at most a few seconds; return a job or None when there was none."""
+        ...
+
+    def acknowledge(self, unit: UnitOfWork) -> None: ...
+
+    def requeue(self, unit: UnitOfWork) -> None: ...
+
+    def bulk_requeue(self, units: Sequence[UnitOfWork]) -> None: ...
+
+
+def expand_queues(queues: Sequence[tuple[str, int]]) -> list[str]:
+    """Repeat each queue name ``max(weight, 1)`` times, as Sidekiq does."""
+    expanded: list[str] = []
+    for name, weight in queues:
+        expanded.extend([name] * max(weight, 1))
+    return expanded
+
+
+def queue_order(queues: Sequence[tuple[str, int]], rng: random.Random | None = None) -> list[str]:
+    """Return the queue names in the order the next fetch asks for them.
+
+    Strict mode (every weight is 0) keeps the configured order. Otherwise the
+    weighted list is shuffled and duplicates dropped on every call, so a queue
+    is asked first with probability weight / total weight. Weights only decide
+    which non-empty queue wins a fetch; they do not reserve threads.
+    """
+    expanded = expand_queues(queues)
+    if all(weight == 0 for _, weight in queues):
+        return list(dict.fromkeys(expanded))
+    (rng or random).shuffle(expanded)
+    return list(dict.fromkeys(expanded))
+
+
+class BasicFetch:
+    """Sidekiq's fetch: a blocking pop from the tail of the queue lists.
+
+    ``sleep`` is injectable so tests of the error path do not wait.
+    """
+
+    def __init__(
+        self,
+        conn: redis.Redis,
+        queues: Sequence[tuple[str, int]],
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.redis = conn
+        self.queues = tuple(queues)
+        self.strict = all(weight == 0 for _, weight in self.queues)
+        self._strict_keys = [keys.queue(name) for name in queue_order(self.queues)]
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self.outage = OutageLog(logger, "Redis")
+
+    def queue_keys(self) -> list[str]:
+        """Return the ``queue:<name>`` keys in the order of the next BRPOP."""
+        if self.strict:
+            return self._strict_keys
+        return [keys.queue(name) for name in queue_order(self.queues, self._rng)]
+
+    def retrieve_work(self) -> UnitOfWork | None:
+        # BRPOP waits at most FETCH_TIMEOUT (2 s), so an idle thread notices a
+        # stop quickly and an empty queue costs one command per 2 s, never a spin.
+        try:
+            result = self.redis.brpop(self.queue_keys(), timeout=FETCH_TIMEOUT)
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
+            self._sleep(ERROR_PAUSE)
+            return None
+        self.outage.recovered()
+        if result is None:
+            return None
+        key, raw = result
+        return UnitOfWork(keys.queue_name(str(key)), str(raw), self)
+
+    def acknowledge(self, unit: UnitOfWork) -> None:
+        # Nothing to do: BRPOP already removed the job from Redis.
+        return None
+
+    def requeue(self, unit: UnitOfWork) -> None:
+        self.bulk_requeue([unit])
+
+    def bulk_requeue(self, units: Sequence[UnitOfWork]) -> None:
+        """RPUSH each raw string back to the tail of its queue, one pipeline in all.
+
+        RPUSH puts the job where BRPOP takes from, so it is the next job
+        fetched; ``enqueued_at`` stays as it was. Raises redis.RedisError
+        after marking nothing, so the caller can log the jobs as lost.
+        """
+        if not units:
+            return
+        by_queue: dict[str, list[str]] = {}
+        for unit in units:
+            by_queue.setdefault(unit.queue, []).append(unit.raw)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue, raws in by_queue.items():
+            pipe.rpush(keys.queue(queue), *raws)
+        pipe.execute()
+        for unit in units:
+            unit.requeued = True
+
+
+def build_fetcher(settings: Settings, conn: redis.Redis, identity: str) -> Fetcher:
+    """Return the fetch strategy that ``settings.fetch`` names."""
+    if settings.fetch == "basic":
+        return BasicFetch(conn, settings.queues)
+    # TODO: add ReliableFetch (LMOVE into keys.working(identity), recovery of a dead
+    # process's list) as a second Fetcher; until then "reliable" is rejected at start.
+    raise ConfigError(
+        f"setting fetch is {settings.fetch!r}, which this version does not implement yet; "
+        "use fetch: basic"
+    )
