@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.ruby",
     "tests.fixtures.postgres",
+    "tests.fixtures.fake_sendgrid",
     "tests.fixtures.sendgrid_events",
 ]
