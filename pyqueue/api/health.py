@@ -99,7 +99,8 @@ def _processes(conn: redis.Redis, minimum: int) -> Check:
         return Check("processes", False, None, minimum, str(exc))
     ok = live >= minimum
     verdict = "" if ok else f", below the minimum of {minimum}"
-    return Check("processes", ok, live, minimum, f"{live} live processes{verdict}")
+    noun = "process" if live == 1 else "processes"
+    return Check("processes", ok, live, minimum, f"{live} live {noun}{verdict}")
 
 
 def _enqueued(conn: redis.Redis, maximum: int) -> Check:
@@ -107,7 +108,8 @@ def _enqueued(conn: redis.Redis, maximum: int) -> Check:
     enqueued = snapshot.enqueued
     ok = enqueued <= maximum
     verdict = "" if ok else f", above the limit of {maximum}"
-    return Check("enqueued", ok, enqueued, maximum, f"{enqueued} jobs enqueued{verdict}")
+    noun = "job" if enqueued == 1 else "jobs"
+    return Check("enqueued", ok, enqueued, maximum, f"{enqueued} {noun} enqueued{verdict}")
 
 
 def _failure_rate(conn: redis.Redis, maximum: float, now: float) -> Check:

@@ -29,9 +29,9 @@ from pyqueue.api.base import (
 )
 from pyqueue.api.records import JobRecord, json_type, read_job
 from pyqueue.payload import dumps, loads
+from pyqueue.scheduled import cleanup_processes
 
 PROCESS_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us", "concurrency")
-CLEANUP_LOCK_SECONDS = 60
 QUIET = "TSTP"
 STOP = "TERM"
 
@@ -148,19 +148,7 @@ class ProcessSet:
         at most one cleanup runs per minute across Ruby and pyqueue; returns 0
         when the lock is held.
         """
-        acquired = self.redis.set(keys.PROCESS_CLEANUP, "1", nx=True, ex=CLEANUP_LOCK_SECONDS)
-        if not acquired:
-            return 0
-        identities = self.identities()
-        pipe = self.redis.pipeline(transaction=False)
-        for identity in identities:
-            pipe.hget(identity, "info")
-        replies = pipe.execute(raise_on_error=False)
-        # A hash of the wrong type is someone else's key, so only a missing one counts as dead.
-        dead = [i for i, reply in zip(identities, replies, strict=True) if reply is None]
-        if dead:
-            self.redis.srem(keys.PROCESSES, *dead)
-        return len(dead)
+        return cleanup_processes(self.redis)
 
     def total_concurrency(self) -> int:
         return sum(record.concurrency for record in self.all())

@@ -217,6 +217,10 @@ class SortedSet:
         """Retry every entry; entries that cannot be pushed stay and are listed as skipped."""
         return self._each(self.retry)
 
+    def add_all_to_queue(self) -> BulkResult:
+        """Push every entry to its queue as it is; unpushable entries stay and are listed."""
+        return self._each(self.add_to_queue)
+
     def clear(self) -> int:
         """Delete the whole set; return how many entries it had.
 
