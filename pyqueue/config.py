@@ -121,17 +121,28 @@ def load(
     ignored). Raises ConfigError naming the setting on any invalid value.
     """
     environ = os.environ if environ is None else environ
+    flags = flags or {}
     values: dict[str, Any] = {}
     path = config_file or environ.get(ENV_PREFIX + "CONFIG")
     if path:
-        values.update(read_file(path, environ))
+        # The environment that picks the file's section follows the same precedence.
+        environment = flags.get("environment") or environ.get(ENV_PREFIX + "ENVIRONMENT")
+        values.update(read_file(path, environ, environment))
     values.update(_from_environment(environ))
-    values.update({k: v for k, v in (flags or {}).items() if v is not None and v != ()})
+    values.update({k: v for k, v in flags.items() if v is not None and v != ()})
     return build(values)
 
 
-def read_file(path: str | Path, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Read a YAML config file; a section named after the environment overrides the top level."""
+def read_file(
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    environment: str | None = None,
+) -> dict[str, Any]:
+    """Read a YAML config file; a section named after the environment overrides the top level.
+
+    The environment is ``environment`` if given, else the file's own
+    ``environment`` setting, else PYQUEUE_ENVIRONMENT, else development.
+    """
     file = Path(path)
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
@@ -142,8 +153,13 @@ def read_file(path: str | Path, environ: Mapping[str, str] | None = None) -> dic
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(file)!r} must hold a mapping of settings")
     environ = os.environ if environ is None else environ
-    environment = str(data.get("environment") or environ.get(ENV_PREFIX + "ENVIRONMENT", ""))
-    section = data.pop(environment, None) if environment else None
+    environment = str(
+        environment
+        or data.get("environment")
+        or environ.get(ENV_PREFIX + "ENVIRONMENT")
+        or Settings.environment
+    )
+    section = data.pop(environment, None)
     for name in ("development", "staging", "production", "test"):
         if name != environment and isinstance(data.get(name), dict):
             data.pop(name)
