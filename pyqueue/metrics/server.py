@@ -198,6 +198,9 @@ def start_host_metrics(settings: Settings) -> MetricsServer:
             f"{multiprocess.ENV} is not set to a directory; call "
             "prepare_multiprocess_dir() before start_host_metrics()"
         )
+    # The supervisor's own zero-valued gauges keep the busy and concurrency
+    # series present, at 0, while no child is alive.
+    ProcessMetrics(concurrency=0)
     files = CollectorRegistry()
     MultiProcessCollector(files, path=str(folder))  # type: ignore[no-untyped-call]
     registry = serving_registry(files, *cluster_collectors(settings))
