@@ -1,4 +1,4 @@
-"""What every read path of the data API shares: the connection and key type checks.
+"""Shared parts of the data API: the default connection and the key type checks.
 
 Sidekiq's Web UI fails on every page when a key such as ``retry`` has the
 wrong Redis type. The API instead reports such a key as a problem in list
@@ -24,7 +24,7 @@ STRING = "string"
 
 
 class KeyTypeError(PyQueueError):
-    """Raised when a Sidekiq key holds another Redis type than the layout defines."""
+    """Raised when a Sidekiq key has another Redis type than the layout defines."""
 
 
 class NotFound(PyQueueError):

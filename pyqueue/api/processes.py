@@ -10,6 +10,7 @@ without cleaning up; list views skip it and ``cleanup`` removes it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import redis
@@ -27,8 +28,8 @@ from pyqueue.api.base import (
     text,
     wrong_type_message,
 )
-from pyqueue.api.records import JobRecord, json_type, read_job
-from pyqueue.payload import dumps, loads
+from pyqueue.api.records import JobRecord, json_type, parse_json, read_job
+from pyqueue.payload import dumps
 from pyqueue.scheduled import cleanup_processes
 
 PROCESS_FIELDS = ("info", "busy", "beat", "quiet", "rss", "rtt_us", "concurrency")
@@ -144,9 +145,9 @@ class ProcessSet:
     def cleanup(self) -> int:
         """Remove identities whose hash has expired; return how many were removed.
 
-        Takes Sidekiq's ``process_cleanup`` lock (NX, 60 s) first, so that
-        at most one cleanup runs per minute across Ruby and pyqueue; returns 0
-        when the lock is held.
+        It first takes Sidekiq's ``process_cleanup`` lock (NX, 60 s), so at
+        most one cleanup runs per minute across Ruby and pyqueue processes.
+        While another holder has the lock, it returns 0.
         """
         return cleanup_processes(self.redis)
 
@@ -216,7 +217,7 @@ class Workers:
 
 
 def read_process(identity: str, values: list[str | None]) -> ProcessRecord:
-    """Build a ProcessRecord from the HMGET values of PROCESS_FIELDS; never raises."""
+    """Build a ProcessRecord from the HMGET values of PROCESS_FIELDS; oddities go to problems."""
     problems: list[str] = []
     fields = dict(zip(PROCESS_FIELDS, values, strict=True))
     info = _read_info(fields["info"], problems)
@@ -246,17 +247,15 @@ def read_process(identity: str, values: list[str | None]) -> ProcessRecord:
 
 
 def read_work(identity: str, tid: str, value: str) -> WorkRecord:
-    """Build a WorkRecord from one work-hash entry; never raises.
+    """Build a WorkRecord from one work-hash entry; oddities go to ``problems``.
 
     The entry is ``{"queue", "payload", "run_at"}`` where ``payload`` is the
     raw job JSON as a string (Sidekiq 7+ and pyqueue) or an object.
     """
     problems: list[str] = []
-    try:
-        entry = loads(value)
-    except ValueError as exc:
-        entry = None
-        problems.append(f"work entry is not valid JSON ({exc})")
+    entry, error = parse_json(value)
+    if error is not None:
+        problems.append(f"work entry is not valid JSON ({error})")
     if entry is not None and not isinstance(entry, dict):
         problems.append(f"work entry is a JSON {json_type(entry)}, not an object")
         entry = None
@@ -280,10 +279,9 @@ def read_work(identity: str, tid: str, value: str) -> WorkRecord:
 def _read_info(raw: str | None, problems: list[str]) -> dict[str, Any]:
     if raw is None:
         return {}
-    try:
-        info = loads(raw)
-    except ValueError as exc:
-        problems.append(f"info is not valid JSON ({exc}); Sidekiq's Busy page fails on it")
+    info, error = parse_json(raw)
+    if error is not None:
+        problems.append(f"info is not valid JSON ({error}); Sidekiq's Busy page fails on it")
         return {}
     if not isinstance(info, dict):
         problems.append(f"info is a JSON {json_type(info)}, not an object")
@@ -324,12 +322,12 @@ def _optional_int(value: Any, name: str, problems: list[str]) -> int | None:
 def _optional_float(value: Any, name: str, problems: list[str]) -> float | None:
     if value is None:
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
         try:
-            return float(value)
-        except ValueError:
-            pass
+            number = float(value)
+        except (ValueError, OverflowError):
+            number = math.nan
+        if math.isfinite(number):
+            return number
     problems.append(f"{name} is {value!r}, not a number")
     return None

@@ -92,7 +92,7 @@ class Queue:
 
     @classmethod
     def summaries(cls, redis: redis.Redis | None = None, now: float | None = None) -> QueueList:
-        """Read size and latency of every queue in one pipeline; never raises on bad data."""
+        """Read size and latency of every queue in one pipeline; bad data goes to problems."""
         conn = connection(redis)
         try:
             names = cls.names(conn)
@@ -130,7 +130,7 @@ class Queue:
         return oldest_latency(raw, time.time() if now is None else now)
 
     def summary(self, now: float | None = None) -> QueueSummary:
-        """Return size, latency and problems of this queue; never raises on bad data."""
+        """Return size, latency and problems of this queue; a wrong key type is a problem."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.key)
         pipe.lindex(self.key, -1)
@@ -141,11 +141,10 @@ class Queue:
     def page(
         self, offset: int = 0, count: int = DEFAULT_PAGE_SIZE, newest_first: bool = True
     ) -> JobPage:
-        """Read ``count`` jobs from position ``offset`` with one LRANGE; never raises on bad data.
+        """Read ``count`` jobs from position ``offset`` with one LRANGE; bad data goes to problems.
 
-        The cost is in proportion to ``offset + count`` (LRANGE walks the list
-        from its nearer end), never to the whole queue unless the page is near
-        its middle.
+        LRANGE costs O(count + distance of the page from the nearer end of the
+        list), so the first and the last pages are cheap at any queue size.
         """
         if offset < 0 or count < 1:
             raise ValueError(f"page needs offset >= 0 and count >= 1, got {offset} and {count}")

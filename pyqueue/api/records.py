@@ -1,8 +1,8 @@
 """Job records for the data API: a tolerant reader of payloads found in Redis.
 
-Queues and sets may hold payloads that pyqueue never wrote: from Ruby
+Queues and sets may contain payloads that pyqueue never wrote: from Ruby
 Sidekiq 6 to 8, from other-language clients, or typed in by hand. The reader
-never raises on them. It keeps the exact raw string (Redis removes entries by
+does not raise on any string. It keeps the exact raw string (Redis removes entries by
 that string), decodes what it can and lists everything odd in ``problems`` so
 that a list view can show and flag the entry and an operator can delete it.
 """
@@ -82,7 +82,7 @@ class JobRecord:
 
 
 def read_job(raw: str, *, in_queue: bool = False) -> JobRecord:
-    """Decode ``raw`` into a JobRecord; never raises.
+    """Decode ``raw`` into a JobRecord; any string is accepted, and oddities go to ``problems``.
 
     ``in_queue`` marks a payload read from a queue or a work entry, where a
     missing ``enqueued_at`` is a problem (scheduled jobs have none by design).
@@ -139,11 +139,22 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _parse_object(raw: str, problems: list[str]) -> dict[str, Any] | None:
+def parse_json(raw: str | bytes) -> tuple[Any, str | None]:
+    """Decode JSON; return ``(value, None)``, or ``(None, reason)`` when it is invalid.
+
+    Nesting too deep for Python's parser counts as invalid, so that no
+    payload can make a list view raise.
+    """
     try:
-        value = loads(raw)
-    except ValueError as exc:
-        problems.append(f"payload is not valid JSON ({exc})")
+        return loads(raw), None
+    except (ValueError, RecursionError) as exc:
+        return None, str(exc) or type(exc).__name__
+
+
+def _parse_object(raw: str, problems: list[str]) -> dict[str, Any] | None:
+    value, error = parse_json(raw)
+    if error is not None:
+        problems.append(f"payload is not valid JSON ({error})")
         return None
     if not isinstance(value, dict):
         problems.append(f"payload is a JSON {json_type(value)}, not an object")
@@ -201,7 +212,7 @@ def _read_time(parsed: dict[str, Any], field: str, problems: list[str]) -> float
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         if value >= MIN_MILLIS:
-            return value / 1000.0
+            return _millis(value, field, problems)
         problems.append(
             f"{field} is the integer {value}, read as epoch seconds; "
             "Sidekiq 8 reads integers as milliseconds, so write a float"
@@ -217,6 +228,14 @@ def _read_time(parsed: dict[str, Any], field: str, problems: list[str]) -> float
             return number
     problems.append(f"{field} is {json_type(value)} {value!r}, not a time")
     return None
+
+
+def _millis(value: int, field: str, problems: list[str]) -> float | None:
+    try:
+        return value / 1000.0
+    except OverflowError:
+        problems.append(f"{field} is the integer {value}, too large for a time")
+        return None
 
 
 def _read_count(parsed: dict[str, Any], problems: list[str]) -> int | None:
@@ -267,12 +286,12 @@ def _display_args(parsed: dict[str, Any], args: Any, problems: list[str]) -> tup
     if not isinstance(args, list):
         problems.append(f"args is {json_type(args)}, not an array")
         return (args,)
-    shown = list(args)
+    values = list(args)
     # An ActiveJob payload keeps the real arguments in args[0]["arguments"].
-    if isinstance(parsed.get("wrapped"), str) and shown and isinstance(shown[0], dict):
-        inner = shown[0].get("arguments")
+    if isinstance(parsed.get("wrapped"), str) and values and isinstance(values[0], dict):
+        inner = values[0].get("arguments")
         if isinstance(inner, list):
-            shown = list(inner)
-    if parsed.get("encrypt") and shown:
-        shown[-1] = ENCRYPTED_ARGUMENT
-    return tuple(shown)
+            values = list(inner)
+    if parsed.get("encrypt") and values:
+        values[-1] = ENCRYPTED_ARGUMENT
+    return tuple(values)

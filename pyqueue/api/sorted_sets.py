@@ -125,8 +125,9 @@ class SortedSet:
     ) -> EntryPage:
         """Read ``count`` entries by rank from ``offset``, highest score first by default.
 
-        One ZCARD and one ZRANGE/ZREVRANGE, so the cost grows with the page,
-        not with the set. Never raises on bad data.
+        One ZCARD and one ZRANGE/ZREVRANGE by rank, O(log N + count), so the
+        cost grows with the page and barely with the set. Bad data goes to
+        problems.
         """
         if offset < 0 or count < 1:
             raise ValueError(f"page needs offset >= 0 and count >= 1, got {offset} and {count}")
@@ -173,9 +174,9 @@ class SortedSet:
     def filter_class(self, name: str) -> list[SortedEntry]:
         """Return the entries whose class or display class is ``name``, lowest score first.
 
-        The scan matches ``"<name>"`` anywhere in the member rather than only
-        after ``"class":``, so ActiveJob's ``wrapped`` and JSON written with
-        spaces are found too; the decoded fields then decide.
+        The scan matches ``"<name>"`` anywhere in the member, not only after
+        ``"class":``. That also finds ActiveJob's ``wrapped`` and JSON written
+        with spaces. The decoded fields then decide.
         """
         candidates = self._scan(f'"{name}"')
         found = [e for e in candidates if name in (e.job.job_class, e.job.display_class)]

@@ -73,7 +73,7 @@ class Stats:
         self.redis = connection(redis)
 
     def snapshot(self, now: float | None = None) -> StatsSnapshot:
-        """Read every figure in two pipelined round trips; never raises on bad data."""
+        """Read every figure with three pipelines and two SSCANs; bad data goes to problems."""
         problems: list[str] = []
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(keys.STAT_PROCESSED)

@@ -1,6 +1,6 @@
 """Text tables and JSON documents for the admin commands.
 
-Human output is plain aligned columns with long cells cut; ``--json``
+Human output is plain aligned columns with long cells cut. ``--json``
 output is the API's dataclasses as JSON objects, with the extra keys
 documented in docs/cli.md.
 """
@@ -23,8 +23,8 @@ NONE = "-"
 def render(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """Return rows under headers as left-aligned columns separated by two spaces.
 
-    Cells are cut to CELL_WIDTH characters, except in the last column, which
-    holds the problems of a row and is shown whole.
+    Cells are cut to CELL_WIDTH characters, except in the last column: it
+    contains the problems of a row, which are shown whole.
     """
     lines = [list(headers)] + [[cut(cell) for cell in row[:-1]] + [row[-1]] for row in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]

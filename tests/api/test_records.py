@@ -129,7 +129,7 @@ def test_read_job_unreadable_timestamp() -> None:
     assert record.latency(now=5.0) == 0.0
 
 
-def test_read_job_missing_enqueued_at_only_flagged_in_queue() -> None:
+def test_read_job_missing_enqueued_at() -> None:
     raw = dumps({"class": "A", "args": [], "jid": "j", "created_at": 100.0})
     assert read_job(raw).ok
     queued = read_job(raw, in_queue=True)
@@ -215,3 +215,12 @@ def test_read_job_display_class_and_encrypt() -> None:
     assert record.display_class == "Shown"
     assert record.display_args == (1, ENCRYPTED_ARGUMENT)
     assert record.args == [1, "secret"]
+
+
+def test_read_job_deep_nesting_and_huge_numbers() -> None:
+    deep = read_job("[" * 100_000 + "]" * 100_000)
+    assert deep.parsed is None
+    assert "not valid JSON" in deep.problems[0]
+    huge = read_job('{"class":"A","args":[],"jid":"j","enqueued_at":' + "9" * 400 + "}")
+    assert huge.enqueued_at is None
+    assert "too large for a time" in huge.problems[0]
