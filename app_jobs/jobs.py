@@ -17,6 +17,7 @@ from app_jobs import db, retry_policy, scanner, sender
 from app_jobs.dispatch import SendContext
 from app_jobs.mailer import build_mailer
 from app_jobs.settings import get_settings
+from app_jobs.webhook_jobs import EmailDeliveryProcessorJob  # noqa: F401
 from pyqueue.client import default_client
 from pyqueue.job import Job
 
