@@ -15,8 +15,8 @@ average ``cron_poll_interval`` (uniform over [avg/2, 3 avg/2) below 10
 processes, over [0, avg) from 10 on), not scaled by the process count. On its
 own that can leave more than a minute between two polls of the cluster, and a
 tick older than ``cron_grace_period`` (60 s) is skipped. So each poller also
-wakes a few hundred milliseconds after every minute boundary and after the
-next tick of every enabled job: no tick goes unpolled while a process runs.
+wakes 1.2 to 1.5 s after every minute boundary and after the next tick of
+every enabled job: no tick goes unpolled while a process runs.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ from pyqueue.outage import OutageLog
 logger = logging.getLogger(__name__)
 
 # Before the first cycle, as in Sidekiq's pollers: a fixed part and a random
-# part that spreads processes started together. The minute alignment below
-# can shorten it, so a process started just before a grace period ends still
-# polls in time.
+# part that spreads processes started together. The first cycle still comes
+# before the current minute ends, so a tick seen at start is never older than
+# the grace period when it is polled.
 INITIAL_WAIT = 10.0
 INITIAL_SPREAD = 5.0
 # From this many processes on, the random wait is uniform over [0, avg).
 MANY_PROCESSES = 10
-# An aligned wake-up comes this long after a tick, plus up to ALIGN_SPREAD at
-# random, so that processes do not all hit Redis in the same millisecond.
-ALIGN_DELAY = 0.2
+# A tick counts from one second after it (fugit's previous_time), so an
+# aligned wake-up comes 1.2 s after the tick, plus up to ALIGN_SPREAD at
+# random so that processes do not all hit Redis in the same millisecond.
+ALIGN_DELAY = 1.2
 ALIGN_SPREAD = 0.3
 # Enqueue markers older than this are trimmed after each enqueue.
 REMEMBER_SECONDS = 86_400
@@ -157,16 +158,19 @@ class CronPoller:
         return True
 
     def _enqueued_since(self, job: CronJob, tick: int) -> bool:
-        """Return True when last_enqueue_time is at or after ``tick``."""
+        """Return True when last_enqueue_time is at or after ``tick``.
+
+        An empty or unreadable value counts as never enqueued; the enqueue
+        marker still guards against a second enqueue of the tick.
+        """
         if job.last_run is None:
-            if job.last_enqueue_time.strip():
-                self._warn_once(
-                    job.name,
-                    f"last:{job.last_enqueue_time}",
-                    "cron job name=%s has an unreadable last_enqueue_time %r; "
-                    "treating it as never enqueued",
-                    job.last_enqueue_time,
-                )
+            self._warn_once(
+                job.name,
+                f"last:{job.last_enqueue_time}",
+                "cron job name=%s has no readable last_enqueue_time (%r); "
+                "treating it as never enqueued",
+                job.last_enqueue_time,
+            )
             return False
         return int(job.last_run) >= tick
 
@@ -191,8 +195,9 @@ class CronPoller:
         return max(0.0, min(spread, self.seconds_to_aligned(now)))
 
     def initial_wait(self, now: float) -> float:
-        """Return the seconds before the first cycle: Sidekiq's 10 s + up to 5 s, aligned."""
-        return min(INITIAL_WAIT + INITIAL_SPREAD * self.rand(), self.seconds_to_aligned(now))
+        """Return the seconds before the first cycle: 10 s + up to 5 s, but within this minute."""
+        minute_end = (math.floor(now / 60) + 1) * 60 - 1
+        return min(INITIAL_WAIT + INITIAL_SPREAD * self.rand(), max(0.0, minute_end - now))
 
     def seconds_to_aligned(self, now: float) -> float:
         """Return the seconds until just after the next minute boundary or known tick."""
