@@ -115,7 +115,7 @@ class JSONFormatter(logging.Formatter):
             entry["ctx"] = context
         if record.exc_info or record.exc_text:
             entry["error"] = _exception_text(self, record)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 # user:password@ in any URL (redis://, rediss://, redis+sentinel://, postgresql://).

@@ -38,11 +38,11 @@ def directory() -> Path | None:
 def prepare_multiprocess_dir(path: str | Path) -> Path:
     """Create or empty the shared metrics directory and switch this process to it.
 
-    Deletes the value files a previous run left behind (only files named as
-    prometheus-client names them), sets PROMETHEUS_MULTIPROC_DIR so that
-    children inherit it, and makes metrics created from now on in this
-    process and in children forked from it write to the directory.
-    Call it before starting any child.
+    Deletes the value files that a previous run left behind, and only files
+    named as prometheus-client names them. Sets PROMETHEUS_MULTIPROC_DIR so
+    that children inherit it. Metrics created from now on, in this process and
+    in children forked from it, write to the directory. Call it before
+    starting any child.
     """
     folder = Path(path)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -50,9 +50,9 @@ def prepare_multiprocess_dir(path: str | Path) -> Path:
         if _VALUE_FILE.match(file.name):
             file.unlink(missing_ok=True)
     os.environ[ENV] = str(folder)
-    # prometheus-client picks its value class when it is first imported, which
-    # happened before the variable was set; a forked child would otherwise keep
-    # its values in memory where the supervisor cannot see them.
+    # prometheus-client picks its value class when it is first imported, before
+    # the variable was set. Without this switch a forked child would keep its
+    # values in memory, where the supervisor cannot read them.
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return folder
 

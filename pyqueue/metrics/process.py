@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pyqueue import events
 
-# From 5 ms (an email render) to 10 minutes (a report); jobs slower than
-# 10 minutes land in +Inf and are still counted in _sum and _count.
+# Buckets from 5 ms (an email render) to 10 minutes (a report). A slower job
+# lands in +Inf and is still counted in _sum and _count.
 DURATION_BUCKETS = (
     0.005,
     0.01,
@@ -101,8 +101,10 @@ class ProcessMetrics:
         self.busy.inc()
 
     def job_finished(self, queue: str, job_class: str, elapsed: float, outcome: str) -> None:
-        # Every job_started has exactly one job_finished, requeued jobs included,
-        # so the busy gauge returns to 0 when the process is idle.
+        # The processor and manager send one job_finished per job_started,
+        # requeued jobs included, so the busy gauge returns to 0 when idle.
+        # NOTE: a job that the manager fails to push back at shutdown gets no
+        # job_finished, so the gauge stays raised until the process exits.
         self.busy.dec()
         if outcome not in _EXECUTED:
             return

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
-    """What start_process_metrics reads from the launcher."""
+    """The launcher attribute that start_process_metrics reads."""
 
     @property
     def concurrency(self) -> int: ...
@@ -85,7 +85,7 @@ class _ThreadingServer6(_ThreadingServer):
 class MetricsServer:
     """A running /metrics endpoint: prometheus-client's WSGI app in a daemon thread.
 
-    Port 0 picks a free port, and ``port`` holds the one in use. Raises
+    Port 0 picks a free port, and ``port`` is the one in use. Raises
     ConfigError when the address cannot be bound.
     """
 

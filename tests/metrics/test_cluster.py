@@ -101,7 +101,7 @@ def test_cluster_empty_database(serve: MetricsServer) -> None:
 
 
 def test_cluster_tolerates_bad_entries(r: redis.Redis, serve: MetricsServer) -> None:
-    """Payloads a foreign producer wrote by hand: the endpoint still answers 200."""
+    """Payloads a foreign producer wrote by hand: the endpoint still returns 200."""
     r.sadd("queues", "default", "text", "bytes", "array", "wrongtype", "future")
     r.lpush("queue:default", job("q" * 24, args='{"id":null,"type":"tag"}', enqueued_at=NOW - 5))
     r.lpush("queue:text", "{not json")

@@ -1,9 +1,9 @@
 """Host metrics over several worker processes: gauges of an exited child are dropped.
 
-The test plays the supervisor: it prepares the shared directory, forks two
-children that record jobs through pyqueue.events, serves the host endpoint,
-ends one child and checks that its busy threads leave the gauges while its
-processed jobs stay in the counters.
+The test plays the supervisor. It prepares the shared directory, forks two
+children that record jobs through pyqueue.events and serves the host
+endpoint. Then it ends one child and checks that the child's busy threads
+leave the gauges while its processed jobs stay in the counters.
 """
 
 from __future__ import annotations
