@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -212,3 +217,62 @@ def test_concurrent_jobs_apply_each_event_once(database_url: str, app_env: None)
     assert rows == [{"status": "opened", "open_count": 10}] * 2
     suppressed = fetch_all(database_url, "SELECT kind FROM suppressions")
     assert suppressed == [{"kind": "unsubscribe"}] * 2
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_worker_process_applies_posts(
+    database_url: str,
+    redis_url: str,
+    client: WSGIClient,
+    webhook_keys: KeyPair,
+    tmp_path: Path,
+) -> None:
+    """A real `pyqueue run` process loads the job by name and applies the posted events."""
+    delivery = create_delivery(database_url, EMAIL, "b26msg")
+    for batch in b26_posts(custom_args=True):
+        assert client.post_events(batch, webhook_keys.private_key).status == 200
+    log = tmp_path / "worker.log"
+    command = [
+        str(Path(sys.executable).with_name("pyqueue")),
+        "run",
+        "-r",
+        "app_jobs.webhook_jobs",
+        "-q",
+        "email_webhooks",
+        "-c",
+        "2",
+        "--redis-url",
+        redis_url,
+    ]
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            command, cwd=ROOT, env=dict(os.environ), stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        row = wait_for_status(database_url, delivery.id, "clicked", timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        exit_code = worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    output = log.read_text(errors="replace")
+    assert row["open_count"] == 1, output
+    assert exit_code == 0, output
+    assert "events received=" in output
+    assert EMAIL not in output
+
+
+def wait_for_status(url: str, delivery_id: int, status: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = fetch_one(url, "SELECT * FROM email_deliveries WHERE id = %s", [delivery_id])
+        stored = len(fetch_all(url, "SELECT id FROM webhook_events"))
+        if row["status"] == status and stored == 5:
+            return row
+        if time.monotonic() > deadline:
+            pytest.fail(f"delivery status is {row['status']!r} after {timeout} s, not {status!r}")
+        time.sleep(0.1)
