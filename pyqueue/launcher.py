@@ -124,6 +124,9 @@ class Launcher:
         """Check Redis, then start every component. Raises RedisVersionError, redis errors."""
         check_server_version(self.redis)
         self.services = self._build_services()
+        # Metrics first: a missing metrics module then fails the start before
+        # any thread runs.
+        self._start_metrics()
         logger.info(
             "pyqueue %s starting as %s: concurrency %d, queues %s",
             __version__,
@@ -135,7 +138,6 @@ class Launcher:
         self.manager.start()
         for service in self.services:
             service.start()
-        self._start_metrics()
 
     def run(self, install_signals: bool = True) -> int:
         """Start, block until a stop is requested, stop; return the exit code 0.

@@ -114,33 +114,13 @@ def run(config_file: str | None, environment: str | None, **options: Any) -> Non
         fail(str(exc), EXIT_REDIS)
 
 
-_FLAG_SETTINGS = {
-    "concurrency": "concurrency",
-    "queues": "queues",
-    "timeout": "timeout",
-    "tag": "tag",
-    "require": "require",
-    "labels": "labels",
-    "schedule_file": "schedule_file",
-    "metrics_port": "metrics_port",
-    "log_level": "log_level",
-    "log_format": "log_format",
-    "redis_url": "redis_url",
-    "fetch": "fetch",
-}
-
-
 def load_settings(
     config_file: str | None, environment: str | None, options: dict[str, Any]
 ) -> config.Settings:
     """Build Settings from the flags given; raise ConfigError naming an invalid setting."""
-    flags = {setting: options.get(flag) for flag, setting in _FLAG_SETTINGS.items()}
-    environ = dict(os.environ)
-    if environment:
-        flags["environment"] = environment
-        # The config file picks its section from PYQUEUE_ENVIRONMENT.
-        environ[config.ENV_PREFIX + "ENVIRONMENT"] = environment
-    return config.load(config_file, flags, environ)
+    # Every option is named after its setting, so the flags map over directly.
+    flags = {**options, "environment": environment}
+    return config.load(config_file, flags)
 
 
 def import_job_module(target: str) -> None:
