@@ -23,7 +23,8 @@ jobs created by Ruby or at runtime are never removed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,21 @@ ENTRY_KEYS = frozenset(
 STATE_FIELDS = ("status", "last_enqueue_time")
 
 
-def load_schedule_file(redis: redis.Redis, settings: Settings, path: str | Path) -> list[str]:
+def load_schedule_file(
+    redis: redis.Redis,
+    settings: Settings,
+    path: str | Path,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> list[str]:
     """Load a sidekiq-cron schedule file into Redis; return the names of the jobs loaded.
 
     Every entry is checked before anything is written, so an invalid file
     changes nothing. Raises ConfigError naming the file and the entry.
+    ``clock`` (epoch seconds) dates the enqueue markers of new jobs.
     """
     jobs = read_schedule_file(path)
-    return load_schedule(redis, settings, jobs, source=str(path))
+    return load_schedule(redis, settings, jobs, source=str(path), clock=clock)
 
 
 def load_schedule(
@@ -99,9 +107,10 @@ def load_schedule(
     jobs: list[tuple[CronJob, frozenset[str]]],
     *,
     source: str = "schedule",
+    clock: Callable[[], float] = time.time,
 ) -> list[str]:
     """Save ``jobs`` (each with the state fields its entry sets) and remove dropped ones."""
-    store = CronStore(redis, settings)
+    store = CronStore(redis, settings, clock=clock)
     for job, _ in jobs:
         try:
             store.validate(job)
