@@ -37,7 +37,7 @@ def _settings() -> AppSettings:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """The email automation app on pyqueue."""
+    """Manage the email automation app that runs on pyqueue."""
 
 
 @main.command()
@@ -72,52 +72,56 @@ def seed() -> None:
         click.echo(f"created sample event {event_id} with 3 vendors and 3 scheduled emails")
 
 
+SEED_VENDORS = (
+    ("Ann Lee", "ann@example.org", "Lee & Daughters Ceramics"),
+    ("Bo Park", "bo@example.org", "Park Preserves"),
+    ("Cleo Diaz", "cleo@example.org", None),
+)
+SEED_WELCOME = (
+    "<p>Hello {{vendor_first_name}},</p>"
+    "<p>Thank you for joining <b>{{event_title}}</b> on {{event_date}} at {{event_venue}}."
+    " Your stand for {{vendor_company}} is confirmed.</p>"
+)
+
+
 def seed_sample(conn: psycopg.Connection[Any], now: dt.datetime) -> int | None:
     """Insert the sample data unless it exists; return the new event id."""
     exists = conn.execute("SELECT 1 FROM events WHERE title = %s", (SEED_EVENT_TITLE,)).fetchone()
     if exists:
         return None
+
     starts_at = (now + dt.timedelta(days=30)).replace(hour=9, minute=0, second=0, microsecond=0)
     event_id = models.create_event(conn, SEED_EVENT_TITLE, starts_at, "Harbour Hall, Pier 4")
-    vendors = [
-        ("Ann Lee", "ann@example.org", "Lee & Daughters Ceramics"),
-        ("Bo Park", "bo@example.org", "Park Preserves"),
-        ("Cleo Diaz", "cleo@example.org", None),
-    ]
-    for name, email, company in vendors:
+    for name, email, company in SEED_VENDORS:
         models.add_recipient(conn, event_id, name, email, company)
-    welcome = (
-        "<p>Hello {{vendor_first_name}},</p>"
-        "<p>Thank you for joining <b>{{event_title}}</b> on {{event_date}} at {{event_venue}}."
-        " Your stand for {{vendor_company}} is confirmed.</p>"
-    )
-    models.schedule_email(
-        conn,
-        event_id,
-        "Welcome to {{event_title}}",
-        welcome,
-        now - dt.timedelta(minutes=1),
-        name="welcome",
-        trigger_type="on_signup",
-    )
-    models.schedule_email(
-        conn,
-        event_id,
-        "{{event_title}}: one week to go",
-        "Hello {{vendor_name}},\n\nSetup opens at {{event_time}} on {{event_date}}.",
-        starts_at - dt.timedelta(days=7),
-        name="one_week",
-        trigger_type="before_event",
-    )
-    models.schedule_email(
-        conn,
-        event_id,
-        "See you tomorrow at {{event_venue}}",
-        "Hello {{vendor_name}},\n\nDoors open at {{event_time}}.",
-        starts_at - dt.timedelta(days=1),
-        name="one_day",
-        trigger_type="before_event",
-    )
+
+    emails = [
+        (
+            "welcome",
+            "on_signup",
+            now - dt.timedelta(minutes=1),
+            "Welcome to {{event_title}}",
+            SEED_WELCOME,
+        ),
+        (
+            "one_week",
+            "before_event",
+            starts_at - dt.timedelta(days=7),
+            "{{event_title}}: one week to go",
+            "Hello {{vendor_name}},\n\nSetup opens at {{event_time}} on {{event_date}}.",
+        ),
+        (
+            "one_day",
+            "before_event",
+            starts_at - dt.timedelta(days=1),
+            "See you tomorrow at {{event_venue}}",
+            "Hello {{vendor_name}},\n\nDoors open at {{event_time}}.",
+        ),
+    ]
+    for name, trigger, scheduled_for, subject, body in emails:
+        models.schedule_email(
+            conn, event_id, subject, body, scheduled_for, name=name, trigger_type=trigger
+        )
     return event_id
 
 
@@ -144,7 +148,7 @@ def web(host: str | None, port: int | None, threads: int) -> None:
 
 @main.command()
 def health() -> None:
-    """Check PostgreSQL, Redis and SendGrid's last answer; exit 1 if any check fails."""
+    """Check PostgreSQL, Redis and the SendGrid key; exit 1 if any check fails."""
     settings = _settings()
     results = {
         "postgres": check_postgres(settings),

@@ -1,4 +1,4 @@
-"""Sending one claimed delivery and storing what SendGrid answered.
+"""Sending one claimed delivery and storing the outcome of its Mail Send request.
 
 The sender and the soft-bounce retry job both claim a delivery (status
 ``sending``, committed) and then call ``deliver``. The outcome is written in
@@ -47,7 +47,7 @@ def utcnow() -> dt.datetime:
 
 @dataclasses.dataclass
 class SendContext:
-    """What a run needs; tests pass their own clock, mailer and pool."""
+    """Dependencies of a sender or retry run; tests pass their own clock, mailer and pool."""
 
     settings: AppSettings
     pool: ConnectionPool[psycopg.Connection[Any]]
@@ -218,7 +218,7 @@ def note_config_error(ctx: SendContext, error: SendGridConfigError) -> None:
             error.message,
         )
     else:
-        log.debug("SendGrid still answers HTTP %s", error.status_code)
+        log.debug("SendGrid still responds with HTTP %s", error.status_code)
 
 
 def note_config_ok(ctx: SendContext) -> None:

@@ -1,7 +1,7 @@
 """Sending one email: SendGrid's Mail Send, or a console or file backend for development.
 
 ``SendGridMailer.send`` makes one request for one recipient and classifies
-the answer: accepted (200/202), worth retrying for this recipient alone
+the response: accepted (200/202), worth retrying for this recipient alone
 (429, 5xx, timeouts, connection errors) or failed for good (400, 413, other
 4xx). A 401, 403 or 404 means the key, the account or the host is wrong for
 every email, so it raises SendGridConfigError and the sender stops its run.
@@ -44,7 +44,7 @@ Outcome = Literal["sent", "retry", "failed"]
 
 @dataclasses.dataclass(frozen=True)
 class OutgoingEmail:
-    """What one Mail Send request carries: one recipient and our ids for the webhook."""
+    """The content of one Mail Send request: one recipient and our ids for the webhook."""
 
     delivery_id: int
     attempt: int
@@ -58,7 +58,7 @@ class OutgoingEmail:
 
 @dataclasses.dataclass(frozen=True)
 class SendResult:
-    """The classified answer. ``retry_at`` (epoch seconds) comes from X-RateLimit-Reset."""
+    """The classified response. ``retry_at`` (epoch seconds) comes from X-RateLimit-Reset."""
 
     outcome: Outcome
     message_id: str | None = None
@@ -68,10 +68,10 @@ class SendResult:
 
 
 class SendGridConfigError(Exception):
-    """Raised when SendGrid answers 401, 403 or 404: no email can be sent until it is fixed."""
+    """Raised on a 401, 403 or 404 from SendGrid, because then no email can be sent."""
 
     def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(f"SendGrid answered HTTP {status_code}: {message}")
+        super().__init__(f"SendGrid responded with HTTP {status_code}: {message}")
         self.status_code = status_code
         self.message = message
 
@@ -116,7 +116,7 @@ class SendGridMailer:
     """Mail Send through the official ``sendgrid`` package.
 
     The package's client mutates shared header state on every call, so each
-    ``send`` builds its own client; that makes one mailer safe to share
+    ``send`` builds its own client. One mailer is therefore safe to share
     between worker threads.
     """
 
@@ -144,11 +144,13 @@ class SendGridMailer:
             return SendResult("retry", error=f"Mail Send failed: {type(exc).__name__}: {exc}")
         status = int(response.status_code)
         if 200 <= status < 300:
-            # Sandbox answers may lack X-Message-Id; webhook events still carry our ids.
+            # Sandbox responses may lack X-Message-Id, and webhook events still carry our ids.
             return SendResult(
                 "sent", message_id=response.headers.get("X-Message-Id"), status_code=status
             )
-        return SendResult("retry", error=f"SendGrid answered HTTP {status}", status_code=status)
+        return SendResult(
+            "retry", error=f"SendGrid responded with HTTP {status}", status_code=status
+        )
 
     def _classify_error(self, exc: http_errors.HTTPError) -> SendResult:
         status = int(exc.status_code)
@@ -159,12 +161,12 @@ class SendGridMailer:
             reset = exc.headers.get("X-RateLimit-Reset") if exc.headers else None
             return SendResult(
                 "retry",
-                error=f"SendGrid answered HTTP {status}: {message}",
+                error=f"SendGrid responded with HTTP {status}: {message}",
                 status_code=status,
                 retry_at=_to_epoch(reset),
             )
         return SendResult(
-            "failed", error=f"SendGrid answered HTTP {status}: {message}", status_code=status
+            "failed", error=f"SendGrid responded with HTTP {status}: {message}", status_code=status
         )
 
     def _redact(self, text: str) -> str:

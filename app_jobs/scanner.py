@@ -4,10 +4,10 @@
   EmailRetryJob again (the job checks the state, so a duplicate is harmless),
   and a blocked delivery that never got a retry time is given one.
 - A delivery left in ``sending`` longer than APP_JOBS_STUCK_SENDING_AFTER
-  (the process died between the request and its commit) is settled: a
+  (the process died between the request and its commit) is settled. A
   webhook event carrying its delivery id and attempt proves the send, so it
   becomes ``sent`` and is never sent again. Without such an event the outcome
-  is unknown, because Mail Send has no idempotency key, and
+  is unknown, because Mail Send has no idempotency key. Then
   APP_JOBS_STUCK_SENDING_POLICY decides: ``review`` marks it failed with
   ``needs_review`` (an email may be missing), ``resend`` queues it again (an
   email may arrive twice).

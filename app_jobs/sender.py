@@ -11,7 +11,7 @@ A run has three steps, each in short transactions that never span a request:
 3. Mark each email whose deliveries are all settled ``sent`` (or ``failed``
    when every delivery failed).
 
-A retryable answer (429, 5xx, timeout) puts only that delivery back to
+A retryable response (429, 5xx, timeout) puts only that delivery back to
 ``queued`` with ``next_retry_at``; a later run sends it. A 401/403/404 stops
 the run and returns every email that has not been sent to anyone to
 ``scheduled``.

@@ -56,9 +56,9 @@ class AppSettings:
     # "sending" by a crashed process.
     stuck_sending_after: int = 3600
     # APP_JOBS_STUCK_SENDING_POLICY: "review" marks such a delivery failed and flags it,
-    # so a crash can cost one email but never sends one twice; "resend" sends it again,
+    # so a crash can cost one email but never sends one twice. "resend" sends it again,
     # so a crash can send one email twice but never loses one. Review is the default
-    # because a duplicate cannot be taken back and a flagged row can still be re-sent.
+    # because a duplicate cannot be taken back, while a flagged row can still be re-sent.
     stuck_sending_policy: str = "review"
     # APP_JOBS_DB_POOL_SIZE: default is the worker's concurrency (PYQUEUE_CONCURRENCY,
     # else 5) plus 2 for the process's own use.

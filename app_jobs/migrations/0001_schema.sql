@@ -1,7 +1,9 @@
 -- The email automation schema: events and their vendors, campaign templates,
 -- scheduled emails, one delivery row per recipient with its send attempts,
 -- the webhook events already applied, and the local suppression list.
--- Delivery states follow SendGrid's event model; see app_jobs/sender.py.
+-- A delivery moves queued -> sending -> sent, then on with SendGrid's events
+-- (deferred, delivered, opened, clicked, or blocked, bounced, dropped);
+-- failed means the app gave up on it.
 
 CREATE TABLE events (
     id bigserial PRIMARY KEY,

@@ -24,7 +24,7 @@ START = dt.datetime(2031, 5, 6, 9, 0, tzinfo=dt.UTC)
 
 
 class Clock:
-    """A clock that moves only when told to."""
+    """A clock that moves only when the test sets or advances it."""
 
     def __init__(self, now: dt.datetime = START) -> None:
         self.now = now

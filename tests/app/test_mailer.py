@@ -1,4 +1,4 @@
-"""The mailer against the local fake SendGrid: request body and answer classification."""
+"""The mailer against the local fake SendGrid: request body and response classification."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_permanent_errors_fail(fake_sendgrid: FakeSendGrid, status: int) -> None
     assert result.outcome == "failed"
     assert result.status_code == status
     assert result.error == (
-        f"SendGrid answered HTTP {status}: The from address does not match (field from.email)"
+        f"SendGrid responded with HTTP {status}: The from address does not match (field from.email)"
     )
 
 

@@ -248,7 +248,10 @@ def test_permanent_error_fails_one_delivery(
     assert report.sent == 2
     failed = delivery_rows(database_url)[addresses[0]]
     assert failed["status"] == "failed"
-    assert failed["error"] == f"SendGrid answered HTTP {status}: Invalid to email (field to.email)"
+    assert (
+        failed["error"]
+        == f"SendGrid responded with HTTP {status}: Invalid to email (field to.email)"
+    )
     assert email_status(database_url, email_id) == ("sent", None)
 
     run_sender(ctx)
