@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from pyqueue.client import default_client
@@ -62,6 +63,36 @@ def wrong_type_message(conn: redis.Redis, key: str, expected: str) -> str:
 
 def key_type_error(conn: redis.Redis, key: str, expected: str) -> KeyTypeError:
     return KeyTypeError(wrong_type_message(conn, key, expected))
+
+
+NOT_UTF8 = (
+    "a reply contains bytes that are not valid UTF-8 and cannot be decoded; "
+    "connect with encoding_errors='surrogateescape' (as the pyqueue commands do) "
+    "to list and delete such entries"
+)
+
+
+def execute_reads(pipe: Pipeline) -> list[Any] | None:
+    """Run a pipeline of reads; return None when a reply is not valid UTF-8.
+
+    Errors of single commands (WRONGTYPE) come back in their slots. redis-py
+    drops a connection whose reply failed to decode, so the pool stays usable.
+    """
+    try:
+        return pipe.execute(raise_on_error=False)
+    except UnicodeDecodeError:
+        return None
+
+
+def tolerate_invalid_utf8(conn: redis.Redis) -> redis.Redis:
+    """Make ``conn`` decode invalid UTF-8 with surrogateescape; call it before first use.
+
+    Such a string encodes back to the original bytes, so ZREM and LREM of a
+    raw member still match. It changes every connection of ``conn``'s pool,
+    so use it only on a pool that the caller owns.
+    """
+    conn.connection_pool.connection_kwargs["encoding_errors"] = "surrogateescape"
+    return conn
 
 
 def text(value: Any) -> str | None:

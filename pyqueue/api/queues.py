@@ -18,9 +18,11 @@ from redis.exceptions import ResponseError
 from pyqueue import keys
 from pyqueue.api.base import (
     LIST,
+    NOT_UTF8,
     SET,
     KeyTypeError,
     connection,
+    execute_reads,
     is_wrong_type,
     key_type_error,
     text,
@@ -102,7 +104,9 @@ class Queue:
         for name in names:
             pipe.llen(keys.queue(name))
             pipe.lindex(keys.queue(name), -1)
-        replies = pipe.execute(raise_on_error=False)
+        replies = execute_reads(pipe)
+        if replies is None:
+            return QueueList(queues=(), problems=(NOT_UTF8,))
         current = time.time() if now is None else now
         rows = [
             _summary(conn, name, replies[2 * i], replies[2 * i + 1], current)
@@ -134,7 +138,10 @@ class Queue:
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.key)
         pipe.lindex(self.key, -1)
-        size, oldest = pipe.execute(raise_on_error=False)
+        replies = execute_reads(pipe)
+        if replies is None:
+            return QueueSummary(self.name, 0, 0.0, (NOT_UTF8,))
+        size, oldest = replies
         current = time.time() if now is None else now
         return _summary(self.redis, self.name, size, oldest, current)
 
@@ -151,7 +158,10 @@ class Queue:
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(self.key)
         pipe.lrange(self.key, *_window(offset, count, newest_first))
-        size, items = pipe.execute(raise_on_error=False)
+        replies = execute_reads(pipe)
+        if replies is None:
+            return JobPage(self.name, (), 0, offset, newest_first, (NOT_UTF8,))
+        size, items = replies
         if is_wrong_type(size) or is_wrong_type(items):
             problem = wrong_type_message(self.redis, self.key, LIST)
             return JobPage(self.name, (), 0, offset, newest_first, (problem,))

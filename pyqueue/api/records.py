@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from pyqueue.retry import decode_backtrace
 # An integer timestamp is milliseconds (Sidekiq 8). Below this value it would
 # mean a time before March 1973, so it was written in seconds by mistake.
 MIN_MILLIS = 100_000_000_000
+
+# A connection that decodes with surrogateescape turns each invalid byte into one of these.
+_SURROGATES = re.compile("[\udc80-\udcff]")
 
 TIME_FIELDS = ("created_at", "enqueued_at", "failed_at", "retried_at")
 
@@ -91,6 +95,10 @@ def read_job(raw: str, *, in_queue: bool = False) -> JobRecord:
     parsed = _parse_object(raw, problems)
     if parsed is None:
         return _unreadable(raw, problems)
+    if _SURROGATES.search(raw):
+        problems.append(
+            "payload contains bytes that are not valid UTF-8; Ruby's JSON parser rejects it"
+        )
 
     job_class = _read_string(parsed, "class", problems, required=True)
     args = parsed.get("args")

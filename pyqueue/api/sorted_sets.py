@@ -20,10 +20,12 @@ from redis.exceptions import ResponseError
 
 from pyqueue import keys
 from pyqueue.api.base import (
+    NOT_UTF8,
     ZSET,
     AmbiguousReference,
     NotFound,
     connection,
+    execute_reads,
     is_wrong_type,
     key_type_error,
     text,
@@ -90,7 +92,9 @@ class BulkResult:
 
 def digest(raw: str) -> str:
     """Return the short content hash that names an entry without a jid."""
-    return DIGEST_PREFIX + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
+    # surrogateescape restores the original bytes of a member that is not valid UTF-8.
+    data = raw.encode("utf-8", "surrogateescape")
+    return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()[:DIGEST_LENGTH]
 
 
 class SortedSet:
@@ -134,7 +138,10 @@ class SortedSet:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(self.key)
         pipe.zrange(self.key, offset, offset + count - 1, desc=newest_first, withscores=True)
-        size, items = pipe.execute(raise_on_error=False)
+        replies = execute_reads(pipe)
+        if replies is None:
+            return EntryPage(self.key, (), 0, offset, newest_first, (NOT_UTF8,))
+        size, items = replies
         if is_wrong_type(size) or is_wrong_type(items):
             problem = wrong_type_message(self.redis, self.key, ZSET)
             return EntryPage(self.key, (), 0, offset, newest_first, (problem,))

@@ -19,17 +19,18 @@ from pyqueue import keys
 from pyqueue.api.base import (
     HASH,
     LIST,
+    NOT_UTF8,
     SET,
     STRING,
     ZSET,
     KeyTypeError,
     connection,
+    execute_reads,
     is_wrong_type,
     read_int,
-    text,
     wrong_type_message,
 )
-from pyqueue.api.queues import Queue, oldest_latency
+from pyqueue.api.queues import Queue
 
 STATS = ("processed", "failed")
 # Sidekiq keeps the daily keys five years and reads no further back.
@@ -81,7 +82,6 @@ class Stats:
         for key in (keys.SCHEDULE, keys.RETRY, keys.DEAD):
             pipe.zcard(key)
         pipe.scard(keys.PROCESSES)
-        pipe.lindex(keys.queue("default"), -1)
         replies = pipe.execute(raise_on_error=False)
 
         counts = [
@@ -92,7 +92,7 @@ class Stats:
             self._size(reply, key, expected, problems)
             for reply, key, expected in zip(replies[2:6], SIZE_KEYS, SIZE_TYPES, strict=True)
         ]
-        latency = self._latency(replies[6], time.time() if now is None else now, problems)
+        latency = self._latency(time.time() if now is None else now, problems)
         queues = self._queue_sizes(problems)
         return StatsSnapshot(
             processed=counts[0],
@@ -153,11 +153,10 @@ class Stats:
             return 0
         return int(reply)
 
-    def _latency(self, reply: Any, now: float, problems: list[str]) -> float:
-        if is_wrong_type(reply):
-            problems.append(wrong_type_message(self.redis, keys.queue("default"), LIST))
-            return 0.0
-        return oldest_latency(text(reply), now)
+    def _latency(self, now: float, problems: list[str]) -> float:
+        summary = Queue("default", self.redis).summary(now)
+        problems.extend(p for p in summary.problems if not p.startswith("oldest job: "))
+        return summary.latency
 
     def _queue_sizes(self, problems: list[str]) -> dict[str, int]:
         try:
@@ -168,7 +167,10 @@ class Stats:
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.llen(keys.queue(name))
-        replies = pipe.execute(raise_on_error=False)
+        replies = execute_reads(pipe)
+        if replies is None:
+            problems.append(NOT_UTF8)
+            return {}
         return {
             name: self._size(reply, keys.queue(name), LIST, problems)
             for name, reply in zip(names, replies, strict=True)

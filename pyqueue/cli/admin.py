@@ -69,7 +69,7 @@ def stats(days: int | None, as_json: bool, redis_url: str | None) -> None:
         document = tables.plain(snapshot)
         if history is not None:
             document["history"] = tables.plain(history)
-        click.echo(tables.to_json(document))
+        tables.echo(tables.to_json(document))
         return
     rows = [
         ("processed", str(snapshot.processed)),
@@ -82,11 +82,11 @@ def stats(days: int | None, as_json: bool, redis_url: str | None) -> None:
         ("busy", str(snapshot.workers_size)),
         ("latency", tables.duration(snapshot.default_queue_latency) + " (queue default)"),
     ]
-    click.echo(tables.render(("stat", "value"), rows))
+    tables.echo(tables.render(("stat", "value"), rows))
     if history is not None:
-        click.echo()
+        tables.echo()
         days_rows = [(d, str(n), str(history.failed[d])) for d, n in history.processed.items()]
-        click.echo(tables.render(("date", "processed", "failed"), days_rows))
+        tables.echo(tables.render(("date", "processed", "failed"), days_rows))
     show_problems(snapshot.problems + (history.problems if history else ()))
 
 
@@ -98,13 +98,13 @@ def queues(as_json: bool, redis_url: str | None) -> None:
     """List every queue with its size and latency (the age of its oldest job)."""
     listing = Queue.summaries(connect(redis_url))
     if as_json:
-        click.echo(tables.to_json(listing))
+        tables.echo(tables.to_json(listing))
         return
     rows = [
         (q.name, str(q.size), tables.duration(q.latency), "; ".join(q.problems))
         for q in listing.queues
     ]
-    click.echo(tables.render(("queue", "size", "latency", "problems"), rows))
+    tables.echo(tables.render(("queue", "size", "latency", "problems"), rows))
     show_problems(listing.problems)
 
 
@@ -130,7 +130,7 @@ def jobs(
     if page.total == 0 and not page.problems and not conn.sismember("queues", queue):
         fail(f"no queue named {queue!r}; `pyqueue queues` lists them", EXIT_FAILURE)
     if as_json:
-        click.echo(tables.to_json(page))
+        tables.echo(tables.to_json(page))
         return
     rows = [
         (
@@ -142,8 +142,8 @@ def jobs(
         )
         for job in page.jobs
     ]
-    click.echo(tables.render(("jid", "class", "args", "enqueued", "problems"), rows))
-    click.echo(f"{len(page.jobs)} of {tables.count(page.total, 'job')} from position {offset}")
+    tables.echo(tables.render(("jid", "class", "args", "enqueued", "problems"), rows))
+    tables.echo(f"{len(page.jobs)} of {tables.count(page.total, 'job')} from position {offset}")
     show_problems(page.problems)
 
 
@@ -166,7 +166,7 @@ def list_processes(as_json: bool, redis_url: str | None) -> None:
     """List live processes: identity, tag, queues, busy threads, last beat and RSS."""
     records = ProcessSet(connect(redis_url)).all()
     if as_json:
-        click.echo(tables.to_json({"processes": records}))
+        tables.echo(tables.to_json({"processes": records}))
         return
     rows = [
         (
@@ -182,7 +182,7 @@ def list_processes(as_json: bool, redis_url: str | None) -> None:
         for p in records
     ]
     headers = ("identity", "tag", "queues", "busy", "beat", "rss", "state", "problems")
-    click.echo(tables.render(headers, rows))
+    tables.echo(tables.render(headers, rows))
 
 
 @processes.command()
@@ -193,7 +193,7 @@ def list_processes(as_json: bool, redis_url: str | None) -> None:
 def quiet(ctx: click.Context, identity: str, redis_url: str | None) -> None:
     """Tell process IDENTITY to stop fetching jobs (it keeps running the ones it has)."""
     ProcessSet(connect(resolve_url(ctx, redis_url))).quiet(identity)
-    click.echo(f"sent TSTP to {identity}; it goes quiet at its next heartbeat")
+    tables.echo(f"sent TSTP to {identity}; it goes quiet at its next heartbeat")
 
 
 @processes.command()
@@ -206,7 +206,7 @@ def stop(ctx: click.Context, identity: str, yes: bool, redis_url: str | None) ->
     """Tell process IDENTITY to finish its running jobs and exit."""
     confirm(yes, f"Stop process {identity}?")
     ProcessSet(connect(resolve_url(ctx, redis_url))).stop(identity)
-    click.echo(f"sent TERM to {identity}; it stops at its next heartbeat")
+    tables.echo(f"sent TERM to {identity}; it stops at its next heartbeat")
 
 
 @processes.command()
@@ -216,7 +216,7 @@ def stop(ctx: click.Context, identity: str, yes: bool, redis_url: str | None) ->
 def cleanup(ctx: click.Context, redis_url: str | None) -> None:
     """Remove processes whose heartbeat expired (at most once a minute cluster-wide)."""
     removed = ProcessSet(connect(resolve_url(ctx, redis_url))).cleanup()
-    click.echo(f"removed {tables.count(removed, 'expired process', 'expired processes')}")
+    tables.echo(f"removed {tables.count(removed, 'expired process', 'expired processes')}")
 
 
 @click.command()
@@ -227,7 +227,7 @@ def workers(as_json: bool, redis_url: str | None) -> None:
     """List the jobs running now, as of each process's last heartbeat."""
     records = Workers(connect(redis_url)).all()
     if as_json:
-        click.echo(tables.to_json({"workers": records}))
+        tables.echo(tables.to_json({"workers": records}))
         return
     rows = [
         (
@@ -242,7 +242,7 @@ def workers(as_json: bool, redis_url: str | None) -> None:
         for w in records
     ]
     headers = ("process", "tid", "queue", "jid", "class", "started", "problems")
-    click.echo(tables.render(headers, rows))
+    tables.echo(tables.render(headers, rows))
 
 
 @click.command()
@@ -293,7 +293,7 @@ def health(
         min_processes=min_processes,
     )
     report = check_health(connect(redis_url), limits)
-    click.echo(tables.to_json(report) if as_json else _health_text(report))
+    tables.echo(tables.to_json(report) if as_json else _health_text(report))
     if not report.ok:
         sys.exit(EXIT_FAILURE)
 

@@ -25,6 +25,7 @@ from pyqueue.api import (
     SortedSet,
     find_entry,
 )
+from pyqueue.api.base import tolerate_invalid_utf8
 from pyqueue.api.sorted_sets import KillableSet
 from pyqueue.cli import tables
 from pyqueue.cli.common import EXIT_FAILURE, fail, handle_errors, redis_url_option
@@ -39,8 +40,12 @@ yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for conf
 
 
 def connect(redis_url: str | None) -> redis.Redis:
-    """Return a connection to ``redis_url`` (else REDIS_URL, else localhost)."""
-    return create_redis(redis_url, pool_size=2)
+    """Return a connection to ``redis_url`` (else REDIS_URL, else localhost).
+
+    Replies that are not valid UTF-8 are decoded with surrogateescape, so such
+    entries can be listed and deleted by their exact bytes.
+    """
+    return tolerate_invalid_utf8(create_redis(redis_url, pool_size=2))
 
 
 def resolve_url(ctx: click.Context, redis_url: str | None) -> str | None:
@@ -60,7 +65,7 @@ def confirm(yes: bool, question: str) -> None:
 def show_problems(problems: tuple[str, ...]) -> None:
     """Print data problems found while reading to stderr, one per line."""
     for problem in problems:
-        click.echo(f"warning: {problem}", err=True)
+        tables.echo(f"warning: {problem}", err=True)
 
 
 def build_group(name: str, set_class: type[SortedSet], summary: str) -> click.Group:
@@ -97,7 +102,7 @@ def build_group(name: str, set_class: type[SortedSet], summary: str) -> click.Gr
     def show(ctx: click.Context, reference: str, as_json: bool, redis_url: str | None) -> None:
         """Show one entry with its error, backtrace, problems and raw payload."""
         entry = find_entry(open_set(ctx, redis_url), reference)
-        click.echo(tables.to_json(entry) if as_json else _entry_text(entry))
+        tables.echo(tables.to_json(entry) if as_json else _entry_text(entry))
 
     _add_entry_actions(group, open_set, set_class)
     _add_set_actions(group, open_set, set_class)
@@ -140,7 +145,7 @@ def _entry_command(
             confirm(yes, f"{name.capitalize()} {entry.entry_id} from {sorted_set.key}?")
         if not getattr(sorted_set, method)(entry):
             fail(f"entry {entry.entry_id} was removed by another client meanwhile", EXIT_FAILURE)
-        click.echo(f"{_past(name)} {entry.entry_id}")
+        tables.echo(f"{_past(name)} {entry.entry_id}")
 
     return command
 
@@ -165,7 +170,7 @@ def _add_set_actions(
         sorted_set = open_set(ctx, redis_url)
         size = tables.count(sorted_set.size(), "entry", "entries")
         confirm(yes, f"Delete all {size} of {sorted_set.key}?")
-        click.echo(f"deleted {tables.count(sorted_set.clear(), 'entry', 'entries')}")
+        tables.echo(f"deleted {tables.count(sorted_set.clear(), 'entry', 'entries')}")
 
 
 def _bulk_command(
@@ -182,9 +187,9 @@ def _bulk_command(
         size = tables.count(sorted_set.size(), "entry", "entries")
         confirm(yes, f"{verb.capitalize()} all {size} of {sorted_set.key}?")
         result: BulkResult = getattr(sorted_set, attribute)()
-        click.echo(f"{_past(verb)} {tables.count(result.done, 'entry', 'entries')}")
+        tables.echo(f"{_past(verb)} {tables.count(result.done, 'entry', 'entries')}")
         for reason in result.skipped:
-            click.echo(f"skipped: {reason}", err=True)
+            tables.echo(f"skipped: {reason}", err=True)
         if result.skipped:
             raise SystemExit(EXIT_FAILURE)
 
@@ -224,7 +229,7 @@ def _print_list(
         entries, total, problems = page.entries, page.total, page.problems
     if as_json:
         document = {"set": sorted_set.key, "total": total, "offset": offset}
-        click.echo(tables.to_json({**document, "entries": entries, "problems": problems}))
+        tables.echo(tables.to_json({**document, "entries": entries, "problems": problems}))
         return
     rows = [
         (
@@ -238,8 +243,8 @@ def _print_list(
         for e in entries
     ]
     headers = ("entry id", "when", "class", "args", "error", "problems")
-    click.echo(tables.render(headers, rows))
-    click.echo(f"{len(entries)} of {tables.count(total, 'entry', 'entries')} in {sorted_set.key}")
+    tables.echo(tables.render(headers, rows))
+    tables.echo(f"{len(entries)} of {tables.count(total, 'entry', 'entries')} in {sorted_set.key}")
     show_problems(problems)
 
 

@@ -10,14 +10,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import click
 
 from pyqueue.api import JobRecord, SortedEntry
 from pyqueue.payload import dumps
 
 CELL_WIDTH = 60
 NONE = "-"
+# Lone surrogates come from bytes that are not valid UTF-8 (decoded with
+# surrogateescape) or from "\ud800"-style JSON escapes; stdout cannot encode them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """Print ``text`` with lone surrogates shown as U+FFFD, so that any data can be printed."""
+    click.echo(_SURROGATES.sub("\ufffd", text), err=err)
 
 
 def render(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

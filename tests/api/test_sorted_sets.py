@@ -18,8 +18,10 @@ from pyqueue.api import (
     ScheduledSet,
     find_entry,
 )
+from pyqueue.api.base import NOT_UTF8, tolerate_invalid_utf8
 from pyqueue.api.sorted_sets import digest
 from pyqueue.config import Settings
+from pyqueue.connection import create_redis
 from pyqueue.errors import PayloadError
 from tests.api.helpers import (
     BAD_DEAD_ENTRIES,
@@ -295,3 +297,34 @@ def test_entries_iterates_all_windows(r: redis.Redis) -> None:
 def test_page_rejects_bad_window(r: redis.Redis) -> None:
     with pytest.raises(ValueError, match="offset >= 0"):
         RetrySet(r).page(-1, 10)
+
+
+INVALID_UTF8 = b'{"class":"A\xff","args":[],"jid":"bytes1"}'
+
+
+def test_invalid_utf8_with_strict_connection(r: redis.Redis, redis_url: str) -> None:
+    raw_client = redis.Redis.from_url(redis_url)
+    raw_client.zadd("retry", {INVALID_UTF8: 1.0})
+    retries = RetrySet(r)
+    page = retries.page()
+    assert page.entries == ()
+    assert page.problems == (NOT_UTF8,)
+    # The connection that failed to decode was dropped; the client still works.
+    assert retries.size() == 1
+
+
+def test_invalid_utf8_listed_and_deleted(redis_url: str, r: redis.Redis) -> None:
+    raw_client = redis.Redis.from_url(redis_url)
+    raw_client.zadd("retry", {INVALID_UTF8: 1.0, b"\xfe\xff": 2.0})
+    conn = tolerate_invalid_utf8(create_redis(redis_url))
+    retries = RetrySet(conn)
+    page = retries.page()
+    assert len(page.entries) == 2
+    readable = retries.find_job("bytes1")
+    assert readable is not None
+    assert readable.job.problems == (
+        "payload contains bytes that are not valid UTF-8; Ruby's JSON parser rejects it",
+    )
+    for entry in page.entries:
+        assert retries.delete(entry) is True
+    assert raw_client.zcard("retry") == 0

@@ -423,3 +423,16 @@ def test_health_rejects_bad_limits(r: redis.Redis) -> None:
     assert run("health", "--max-failure-rate", "1.5").exit_code == 2
     assert run("health", "--memory-threshold", "0").exit_code == 2
     assert run("health", "--min-processes", "-1").exit_code == 2
+
+
+def test_invalid_utf8_listed_and_deleted(r: redis.Redis, redis_url: str) -> None:
+    raw_client = redis.Redis.from_url(redis_url)
+    raw_client.zadd("dead", {b"\xfe\xff": 1.0, b'{"class":"A","args":["\\ud800"],"jid":"u1"}': 2.0})
+    listing = run("dead")
+    assert listing.exit_code == 0, listing.output
+    assert "\ufffd\ufffd" in listing.stdout
+    entries = run_json("dead")["entries"]
+    assert len(entries) == 2
+    for entry in entries:
+        assert run("dead", "delete", entry["entry_id"], "--yes").exit_code == 0
+    assert raw_client.zcard("dead") == 0
