@@ -110,6 +110,8 @@ class ProcessSet:
 
         An identity whose hash has no ``info`` (expired) is skipped; a hash
         with unreadable ``info`` or of the wrong type is listed and flagged.
+        NOTE: unlike the queue and set pages, this raises UnicodeDecodeError
+        for a hash that is not valid UTF-8 unless the connection tolerates it.
         """
         identities = self.identities()
         pipe = self.redis.pipeline(transaction=False)
