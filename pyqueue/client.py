@@ -184,11 +184,10 @@ def normalize(item: dict[str, Any], timestamp_mode: str = "float_seconds") -> Pa
     options = getattr(job_class, "job_options", None)
     if callable(options):
         payload.update(options())
+    # Ruby merges the job hash into the defaults, so the item's own key order
+    # is kept after "retry" and "queue"; a re-pushed job keeps its shape.
     for field, value in item.items():
-        if field not in ("class", "args"):
-            payload[field] = value
-    payload["args"] = args
-    payload["class"] = class_name
+        payload[field] = class_name if field == "class" else value
 
     _check_queue(payload.get("queue"))
     payload.setdefault("jid", new_jid())

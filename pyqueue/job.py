@@ -166,7 +166,7 @@ class JobSetter:
 
     def _item(self, args: Any) -> dict[str, Any]:
         options = {k: v for k, v in self.options.items() if k != "client"}
-        return {"class": self.job, "args": args, **options}
+        return {**options, "args": args, "class": self.job}
 
     def _client(self) -> Client:
         client = self.options.get("client")
