@@ -1,9 +1,10 @@
 """Fetch strategies: how a processor thread takes the next job off its queues.
 
 A fetcher returns a ``UnitOfWork`` (the queue and the raw job string). The
-processor calls ``acknowledge()`` once the job is finished and ``requeue()``
-when it must hand the job back untouched; the manager calls
-``bulk_requeue(units)`` for jobs still running when the shutdown timeout ends.
+processor calls ``acknowledge()`` once the job is finished, and ``requeue()``
+when it must hand the job back untouched. The manager calls
+``bulk_requeue(units)`` for the jobs still running when the shutdown timeout
+ends.
 
 ``BasicFetch`` is Sidekiq's: ``BRPOP queue:a queue:b ... 2``. A job popped by
 a process that then crashes is lost, because Redis holds no copy while the
@@ -58,7 +59,7 @@ class UnitOfWork:
 
 
 class Fetcher(Protocol):
-    """What a processor needs from a fetch strategy."""
+    """Interface of a fetch strategy, as the processor and the manager use it."""
 
     def retrieve_work(self) -> UnitOfWork | None:
         """Block for at most a few seconds; return a job or None when there was none."""
@@ -80,12 +81,12 @@ def expand_queues(queues: Sequence[tuple[str, int]]) -> list[str]:
 
 
 def queue_order(queues: Sequence[tuple[str, int]], rng: random.Random | None = None) -> list[str]:
-    """Return the queue names in the order the next fetch asks for them.
+    """Return the queue names in the order in which the next BRPOP tries them.
 
     Strict mode (every weight is 0) keeps the configured order. Otherwise the
     weighted list is shuffled and duplicates dropped on every call, so a queue
-    is asked first with probability weight / total weight. Weights only decide
-    which non-empty queue wins a fetch; they do not reserve threads.
+    comes first with probability weight / total weight. Weights only decide
+    which non-empty queue wins a fetch. They do not reserve threads.
     """
     expanded = expand_queues(queues)
     if all(weight == 0 for _, weight in queues):
@@ -148,8 +149,9 @@ class BasicFetch:
         """RPUSH each raw string back to the tail of its queue, one pipeline in all.
 
         RPUSH puts the job where BRPOP takes from, so it is the next job
-        fetched; ``enqueued_at`` stays as it was. Raises redis.RedisError
-        after marking nothing, so the caller can log the jobs as lost.
+        fetched, and ``enqueued_at`` stays as it was. On a Redis error no unit
+        is marked requeued and the error propagates, so the caller can log
+        the jobs as lost.
         """
         if not units:
             return

@@ -9,7 +9,7 @@
   sidekiq-cron, and the ZADD of each tick keeps a job from running twice),
 - the metrics endpoint when ``metrics_port`` is set,
 
-and blocks until the process is told to stop. Signals: TERM and INT stop
+and blocks until a stop is requested. Signals: TERM and INT stop
 gracefully within ``timeout`` seconds, a second TERM or INT stops at once
 (running jobs are still pushed back), TSTP quiets the process and TTIN logs
 the stack of every thread. The Web UI sends the same signals through
@@ -259,7 +259,7 @@ def _stop_quietly(service: Service) -> None:
 
 
 def log_thread_stacks() -> None:
-    """Log the current stack of every thread, at WARNING so that it always shows."""
+    """Log the current stack of every thread at WARNING, so the default log level shows it."""
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))

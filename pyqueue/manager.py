@@ -134,20 +134,22 @@ class Manager:
         return True
 
     def _hard_shutdown(self) -> None:
-        taken: list[tuple[Processor, UnitOfWork]] = []
+        running: list[tuple[Processor, UnitOfWork]] = []
         for processor in self.processors():
             unit = processor.take_for_requeue()
             if unit is not None:
-                taken.append((processor, unit))
-        logger.warning("timeout reached with %d jobs still running; pushing them back", len(taken))
-        self._push_back([unit for _, unit in taken])
-        for processor, _ in taken:
+                running.append((processor, unit))
+        logger.warning(
+            "shutdown timeout reached: pushing %d running jobs back to their queues", len(running)
+        )
+        self._push_back([unit for _, unit in running])
+        for processor, _ in running:
             self.context.work.unregister(processor.tid)
             _interrupt(processor.thread)
         # An idle thread may be inside BRPOP: wait for it to come back, so that
         # a job it pops now is pushed back by that thread instead of lost.
         idle_deadline = time.monotonic() + FETCH_TIMEOUT + 1.0
-        busy = {processor for processor, _ in taken}
+        busy = {processor for processor, _ in running}
         self._wait_until(lambda: time.monotonic() >= idle_deadline or self._only_busy_left(busy))
 
     def _only_busy_left(self, busy: set[Processor]) -> bool:

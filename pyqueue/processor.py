@@ -42,7 +42,7 @@ server_middleware = ServerChain()
 
 
 class ProcessorOwner(Protocol):
-    """What a processor needs from its manager."""
+    """Interface of the manager, as a processor uses it."""
 
     @property
     def quieting(self) -> bool:
@@ -214,9 +214,9 @@ class Processor:
                 unit.raw, payload, unit.queue, error, job_class
             )
         except Exception:
-            # Redis failed (or the retry handler has a bug): the failure was not
-            # recorded, so push the job back rather than lose it, and pause so a
-            # persistent error cannot turn into a hot loop.
+            # Redis failed, or the retry handler has a bug. The failure was not
+            # recorded, so push the job back rather than lose it, and pause so
+            # that a persistent error cannot turn into a hot loop.
             logger.exception("could not record the job's failure; pushing it back to its queue")
             self._requeue_after_error(unit)
             return events.REQUEUED
@@ -270,8 +270,8 @@ def _is_shutdown(error: BaseException) -> bool:
 def _log_failure(error: BaseException, outcome: str, elapsed: float) -> None:
     # A job that will not run again is an error; one that waits in the retry set is a warning.
     level = logging.WARNING if outcome == events.RETRIED else logging.ERROR
-    # pyqueue's own errors (unknown class, args not a list) say everything in
-    # the message; a traceback would only point into the processor.
+    # pyqueue's own errors (unknown class, args not a list) explain themselves in
+    # the message, and a traceback would only point into the processor.
     details = None if isinstance(error, PyQueueError) else error
     logger.log(
         level,
