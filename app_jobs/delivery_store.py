@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
+from app_jobs import retry_policy
 from app_jobs.delivery_events import (
     KNOWN_EVENTS,
     DeliveryEvent,
@@ -105,13 +105,7 @@ def process_events(
 def _retry_policy_hook(
     conn: Connection, delivery_id: int, attempt: int, bounced_at: dt.datetime
 ) -> dt.datetime | None:
-    # Imported on use because the retry policy pulls in the mailer and the job
-    # classes, which this module does not otherwise need.
-    retry_policy = importlib.import_module("app_jobs.retry_policy")
-    retry_at: dt.datetime | None = retry_policy.on_soft_bounce(
-        conn, delivery_id, attempt, bounced_at
-    )
-    return retry_at
+    return retry_policy.on_soft_bounce(conn, delivery_id, attempt, bounced_at)
 
 
 def _process_chunk(

@@ -32,6 +32,7 @@ from app_jobs.signature import (
     SignatureError,
     SignatureVerifier,
 )
+from app_jobs.webhook_jobs import EmailDeliveryProcessorJob
 from pyqueue.client import Client
 from pyqueue.connection import create_redis
 from pyqueue.outage import OutageLog
@@ -73,10 +74,6 @@ class RedisEnqueue:
         self.client = client
 
     def __call__(self, chunks: list[list[dict[str, Any]]]) -> None:
-        # Imported on use: the job module imports the database pool, which
-        # create_app does not need when a test passes its own enqueue.
-        from app_jobs.webhook_jobs import EmailDeliveryProcessorJob
-
         self.client.push_bulk({"class": EmailDeliveryProcessorJob, "args": [[c] for c in chunks]})
 
 
@@ -170,7 +167,7 @@ class WebhookApp:
         """Run every check; 503 when one of them raises.
 
         A check may return a string, which is reported in place of "ok"
-        without failing the health answer.
+        without failing the health response.
         """
         results: dict[str, str] = {}
         for name, check in self.checks.items():
