@@ -145,7 +145,7 @@ class Manager:
         self._push_back([unit for _, unit in running])
         for processor, _ in running:
             self.context.work.unregister(processor.tid)
-            _interrupt(processor.thread)
+            interrupt(processor.thread)
         # An idle thread may be inside BRPOP: wait for it to come back, so that
         # a job it pops now is pushed back by that thread instead of lost.
         idle_deadline = time.monotonic() + FETCH_TIMEOUT + 1.0
@@ -187,7 +187,7 @@ def _jid(unit: UnitOfWork) -> str:
     return str(_decoded(unit).get("jid"))
 
 
-def _interrupt(thread: threading.Thread) -> None:
+def interrupt(thread: threading.Thread) -> None:
     """Raise Shutdown in ``thread`` when it next runs Python bytecode (best effort)."""
     ident = thread.ident
     if ident is None or not thread.is_alive():

@@ -92,10 +92,18 @@ class Processor:
     def run(self) -> None:
         self.tid = thread_id()
         try:
+            self._loop()
+        except Shutdown:
+            # The manager raises Shutdown once, after it pushed this thread's
+            # job back. It may land anywhere, even inside the first call of
+            # processor_stopped, which is idempotent.
+            self.owner.processor_stopped(self)
+
+    def _loop(self) -> None:
+        try:
             while not self.owner.quieting:
                 self.process_one()
         except Shutdown:
-            # Raised by the manager after it pushed this thread's job back.
             pass
         except BaseException as exc:
             self.owner.processor_died(self, exc)

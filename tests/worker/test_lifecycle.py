@@ -327,3 +327,33 @@ def test_missing_metrics_module_fails_start(
         assert "pyqueue-heartbeat" not in thread_names()
     finally:
         launcher.stop()
+
+
+def test_unknown_classes_retried_once(r: redis.Redis, launch: LaunchFactory) -> None:
+    """Jobs naming missing classes reach the retry set once each; nothing loops."""
+    raws = [
+        payload("RemovedJob", [1], "b20a00000000000000000001"),
+        payload("app.jobs.missing_module.EchoJob", [1], "b20c00000000000000000001"),
+        payload(
+            "ActiveJob::QueueAdapters::SidekiqAdapter::JobWrapper",
+            [{"job_class": "NightlyJob", "arguments": []}],
+            "b20b00000000000000000001",
+            wrapped="NightlyJob",
+        ),
+    ]
+    r.lpush("queue:default", *raws)
+    launcher = launch(concurrency=3)
+
+    wait_for(lambda: r.get("stat:processed") == "3", timeout=10)
+    time.sleep(0.5)
+
+    assert r.get("stat:processed") == "3"
+    assert r.get("stat:failed") == "3"
+    assert r.llen("queue:default") == 0
+    entries = [json.loads(member) for member in r.zrange("retry", 0, -1)]
+    assert sorted(entry["jid"] for entry in entries) == sorted(
+        json.loads(raw)["jid"] for raw in raws
+    )
+    assert {entry["error_class"] for entry in entries} == {"UnknownJobClass"}
+    assert {entry["retry_count"] for entry in entries} == {0}
+    assert len(launcher.manager.processors()) == 3

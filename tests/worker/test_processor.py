@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from pyqueue.errors import Shutdown
 from pyqueue.fetch import BasicFetch
 from pyqueue.job import Job
 from pyqueue.log import TextFormatter
+from pyqueue.manager import interrupt
 from pyqueue.middleware import ServerChain
 from pyqueue.payload import Payload
 from pyqueue.processor import Processor, ProcessorContext
@@ -333,3 +335,46 @@ def test_job_taken_by_manager_is_not_counted(harness: Harness) -> None:
     assert harness.context.counters.pending() == (0, 0)
     assert harness.redis.zcard("retry") == 0
     assert len(harness.context.work) == 0
+
+
+def test_sidekiq_8_payload_keeps_fields(harness: Harness) -> None:
+    """Integer-millisecond timestamps and unknown fields pass through a failure unchanged."""
+    extra = {
+        "created_at": 1796414329874,
+        "enqueued_at": 1796414329875,
+        "bid": "b-123",
+        "cattr": {"tenant": 7},
+        "tags": ["mail"],
+    }
+    harness.run_one(payload(RECORD, [1], JID, **extra))
+    assert jobs.performed == [("default", JID, [1])]
+
+    harness.run_one(payload("WorkerSuite::FailJob", [2], "f" * 24, **extra))
+    entry = only_member(harness.redis, "retry")
+    for field, value in extra.items():
+        assert entry[field] == value, field
+    assert isinstance(entry["failed_at"], float)
+
+
+class IdleFetcher:
+    """Returns no job after a short pause, like BRPOP on empty queues."""
+
+    def retrieve_work(self) -> None:
+        time.sleep(0.005)
+        return None
+
+
+def test_late_shutdown_ends_thread_cleanly(harness: Harness) -> None:
+    """A Shutdown that lands outside any job still ends the thread without an error."""
+    stopped: list[Processor] = []
+    harness.owner.processor_stopped = stopped.append  # type: ignore[method-assign]
+    harness.context.fetcher = IdleFetcher()  # type: ignore[assignment]
+    processor = Processor(harness.owner, harness.context, "idle-processor")
+    processor.start()
+
+    interrupt(processor.thread)
+    processor.thread.join(timeout=5)
+
+    assert not processor.thread.is_alive()
+    assert stopped == [processor]
+    assert harness.owner.died == []
