@@ -18,6 +18,24 @@ def pyqueue_run(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PyqueueFactory]:
     """Factory that starts ``pyqueue run`` workers and stops them all after the test."""
+    yield from _worker_factory(redis_server, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def pyqueue_run_module(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PyqueueFactory]:
+    """Factory like ``pyqueue_run`` whose workers live until the test module ends.
+
+    The ``redis_url`` fixture flushes the database before each test; the
+    worker's next heartbeat registers it again.
+    """
+    yield from _worker_factory(redis_server, tmp_path_factory)
+
+
+def _worker_factory(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PyqueueFactory]:
     require_pyqueue_run()
     started: list[PyqueueRun] = []
 
