@@ -338,3 +338,24 @@ def test_remote_quiet_and_term_as_captured(
     assert r.exists(f"{worker.identity}:work") == 0
     assert r.get("stat:processed") in (None, "0")
     assert r.get("stat:failed") in (None, "0")
+
+    signals = f"{worker.identity}-signals"
+    assert ("rpop", signals) in {(c.name, c.key) for c in monitor.commands}
+    captured_steps = shutdown_steps(read_capture("stop_term"), "vm:27665:14d87631518e")
+    assert len(captured_steps) == 3
+    assert shutdown_steps(monitor.commands, worker.identity) >= captured_steps
+
+
+def shutdown_steps(commands: list[Command], identity: str) -> set[tuple[str, str]]:
+    """Return the requeue and deregistration commands, with names reduced to their role."""
+    steps: set[tuple[str, str]] = set()
+    for command in commands:
+        key = command.key.replace(identity, "<identity>")
+        if command.name == "rpush" and key.startswith("queue:"):
+            steps.add(("rpush", "queue:<name>"))
+        elif command.name in ("srem", "unlink") and key in ("processes", "<identity>:work"):
+            steps.add((command.name, key))
+        elif command.name == "unlink" and key == "<identity>:workers":
+            # Sidekiq 6.4.1 names the busy-work hash :workers; Sidekiq 7 and pyqueue use :work.
+            steps.add((command.name, "<identity>:work"))
+    return steps
