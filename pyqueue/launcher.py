@@ -110,6 +110,7 @@ class Launcher:
         self._stop_signals = 0
         self._signal_queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._quiet_lock = threading.Lock()
+        self._threads_started = False
         self._stopped = False
 
     def busy_count(self) -> int:
@@ -134,6 +135,7 @@ class Launcher:
             self.settings.concurrency,
             ", ".join(f"{name}:{weight}" for name, weight in self.settings.queues),
         )
+        self._threads_started = True
         self.heartbeat.start()
         self.manager.start()
         for service in self.services:
@@ -179,16 +181,18 @@ class Launcher:
             return
         self._stopped = True
         self._stop_requested.set()
-        deadline = time.monotonic() + self.settings.timeout
-        logger.info("stopping: waiting up to %s s for running jobs", self.settings.timeout)
-        self.quiet()
-        self.manager.stop(deadline)
-        self.heartbeat.stop()
+        if self._threads_started:
+            deadline = time.monotonic() + self.settings.timeout
+            logger.info("stopping: waiting up to %s s for running jobs", self.settings.timeout)
+            self.quiet()
+            self.manager.stop(deadline)
+            self.heartbeat.stop()
         if self._metrics is not None and hasattr(self._metrics, "stop"):
             self._metrics.stop()
         if self._owns_redis:
             self.redis.connection_pool.disconnect()
-        logger.info("stopped")
+        if self._threads_started:
+            logger.info("stopped")
 
     def request_stop(self) -> None:
         """Ask ``run()`` to stop; a second request ends the wait for running jobs now."""

@@ -139,9 +139,11 @@ class Manager:
             unit = processor.take_for_requeue()
             if unit is not None:
                 running.append((processor, unit))
-        logger.warning(
-            "shutdown timeout reached: pushing %d running jobs back to their queues", len(running)
-        )
+        if running:
+            logger.warning(
+                "shutdown timeout reached: pushing %d running jobs back to their queues",
+                len(running),
+            )
         self._push_back([unit for _, unit in running])
         for processor, _ in running:
             self.context.work.unregister(processor.tid)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,25 @@ import redis
 from click.testing import CliRunner
 
 from pyqueue.cli import main
-from pyqueue.cli.common import EXIT_CONFIG, EXIT_IMPORT
+from pyqueue.cli.common import EXIT_CONFIG, EXIT_IMPORT, EXIT_REDIS
 from pyqueue.cli.run import import_job_module, load_settings
 from pyqueue.job import lookup, unregister
+from tests.fixtures.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Remove the log handler that `pyqueue run` installs on CliRunner's stream."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -127,3 +143,12 @@ def test_subprocess_reports_bad_module(r: redis.Redis, redis_url: str) -> None:
     assert result.returncode == EXIT_IMPORT
     assert "cannot import job module 'tests.nope'" in result.stderr
     assert r.scard("processes") == 0
+
+
+def test_unreachable_redis_exits_3() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    command = [str(Path(sys.executable).with_name("pyqueue")), "run", "--redis-url", url]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == EXIT_REDIS
+    assert result.stderr.startswith("error: cannot reach Redis")
+    assert "stopping" not in result.stdout
