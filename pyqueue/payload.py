@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -40,17 +41,25 @@ def new_jid() -> str:
 def ruby_float(value: float) -> str:
     """Spell a finite float as Ruby's ``Float#to_s`` does (``1.0e+20``, not ``1e+20``).
 
-    Python's ``repr`` and Ruby switch to exponent form at the same magnitudes
-    (below 1e-4 and from 1e16), so only the mantissa differs: Ruby always
-    writes a fractional part.
+    Both print the shortest round-tripping digits and use exponent form below
+    1e-4 and from 1e16, where Ruby always writes a fractional part in the
+    mantissa. Between 1e15 and 1e16 Ruby 3.1 also uses exponent form for a
+    whole number (``1.0e+15``), while Python's ``repr`` does not.
     """
     text = repr(value)
-    if "e" not in text:
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        return f"{mantissa}e{exponent}"
+    if abs(value) < 1e15:
         return text
-    mantissa, exponent = text.split("e")
-    if "." not in mantissa:
-        mantissa += ".0"
-    return f"{mantissa}e{exponent}"
+    sign = "-" if text.startswith("-") else ""
+    integer, _, fraction = text.lstrip("-").partition(".")
+    if fraction.rstrip("0"):
+        return text
+    digits = integer.rstrip("0")
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}e+{len(integer) - 1:02d}"
 
 
 class _RubyJSONEncoder(json.JSONEncoder):
@@ -80,14 +89,16 @@ def _float_to_json(value: float) -> str:
 
 
 _slow_dumps = _RubyJSONEncoder(**_json_kwargs).encode
+_RUBY_SPELLING_DIFFERS = re.compile(r"e[+-]|\d{16}\.0")
 
 
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON with raw UTF-8 and Ruby's float spelling."""
     text = _fast_dumps(value)
-    # Python's repr writes an exponent float as "1e+20"; only then is the slower
-    # encoder needed. A string containing "e+" also lands here, which is harmless.
-    if "e+" in text or "e-" in text:
+    # Only a float that Python spells differently ("1e+20", or a whole number
+    # from 1e15 to 1e16) needs the slower encoder. A string that merely looks
+    # like one also lands there, which is harmless.
+    if _RUBY_SPELLING_DIFFERS.search(text):
         return _slow_dumps(value)
     return text
 
