@@ -69,7 +69,7 @@ def serve(port: int, host: str, redis_url: str | None, log_level: str, log_forma
     url = default_redis_url(redis_url)
     registry = serving_registry(ClusterCollector(cluster_client(url)))
     server = MetricsServer(registry, host, port)
-    # The URL is masked by the log filter; it names which Redis is exported.
+    # SecretFilter masks a password in the URL before the line is written.
     logger.info("metrics: exporting %s on %s", url, server.url)
     stopping = threading.Event()
 
