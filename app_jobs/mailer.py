@@ -36,7 +36,6 @@ logging.getLogger("python_http_client").setLevel(logging.WARNING)
 # Redis key set while SendGrid rejects the key or account; read by the health checks.
 CONFIG_ERROR_KEY = "app_jobs:sendgrid:config_error"
 CONFIG_STATUSES = (401, 403, 404)
-PERMANENT_STATUSES = (400, 413)
 ERROR_TEXT_LIMIT = 500
 
 Outcome = Literal["sent", "retry", "failed"]

@@ -20,8 +20,6 @@ SENDING = "sending"
 SENT = "sent"
 BLOCKED = "blocked"
 FAILED = "failed"
-# A delivery in one of these states still needs the sender.
-UNSETTLED = (QUEUED, SENDING)
 
 # The original send is attempt 1; soft bounces are retried up to attempt 4.
 MAX_ATTEMPTS = 4

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from app_jobs.templates import (
+    VARIABLES,
     TemplateError,
     html_to_text,
     render,
@@ -25,6 +26,7 @@ VALUES = template_values(
 
 
 def test_values_of_every_variable() -> None:
+    assert sorted(VALUES) == sorted(VARIABLES)
     assert VALUES == {
         "vendor_name": "Ann <Lee>",
         "vendor_first_name": "Ann",
