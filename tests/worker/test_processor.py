@@ -321,17 +321,17 @@ def test_shutdown_raised_by_job_pushes_it_back(harness: Harness) -> None:
 
 
 def test_job_taken_by_manager_is_not_counted(harness: Harness) -> None:
-    taken = []
+    pushed_back = []
 
     def take(job: Job, item: Payload, queue: str, call_next: Callable[[], None]) -> None:
-        taken.append(harness.processor.take_for_requeue())
+        pushed_back.append(harness.processor.take_for_requeue())
         call_next()
         raise RuntimeError("fails after the manager took it")
 
     harness.context.middleware.add(take)
     harness.run_one(payload(RECORD, [1], JID))
 
-    assert taken[0] is not None and taken[0].raw == payload(RECORD, [1], JID)
+    assert pushed_back[0] is not None and pushed_back[0].raw == payload(RECORD, [1], JID)
     assert harness.context.counters.pending() == (0, 0)
     assert harness.redis.zcard("retry") == 0
     assert len(harness.context.work) == 0
