@@ -119,6 +119,8 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="pyqueue-heartbeat", daemon=True)
 
     def start(self) -> None:
+        # started_at is the time of the first beat, as in Sidekiq.
+        self.info_json = dumps(process_info(self.settings, self.identity, self.clock()))
         self._thread.start()
 
     def beat_soon(self) -> None:

@@ -67,7 +67,6 @@ def launch(redis_url: str) -> Iterator[LaunchFactory]:
         yield factory
     finally:
         for launcher in started:
-            launcher.manager.stop_now()
             launcher.stop()
         jobs.reset()
 

@@ -331,7 +331,8 @@ def test_job_taken_by_manager_is_not_counted(harness: Harness) -> None:
     harness.context.middleware.add(take)
     harness.run_one(payload(RECORD, [1], JID))
 
-    assert pushed_back[0] is not None and pushed_back[0].raw == payload(RECORD, [1], JID)
+    assert pushed_back[0] is not None
+    assert pushed_back[0].raw == payload(RECORD, [1], JID)
     assert harness.context.counters.pending() == (0, 0)
     assert harness.redis.zcard("retry") == 0
     assert len(harness.context.work) == 0
