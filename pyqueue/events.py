@@ -15,8 +15,12 @@ logger = logging.getLogger(__name__)
 DONE = "done"  # perform returned
 RETRIED = "retried"  # failed and written to the retry set
 DEAD = "dead"  # failed and written to the dead set
-DISCARDED = "discarded"  # failed and dropped on purpose (retry false, a hook's "discard", dead false)
-REQUEUED = "requeued"  # pushed back to its queue at shutdown; counts as neither processed nor failed
+DISCARDED = (
+    "discarded"  # failed and dropped on purpose (retry false, a hook's "discard", dead false)
+)
+REQUEUED = (
+    "requeued"  # pushed back to its queue at shutdown; counts as neither processed nor failed
+)
 
 
 class JobObserver(Protocol):
