@@ -56,8 +56,14 @@ def launch(redis_url: str) -> Iterator[LaunchFactory]:
     """Start in-process launchers; every one still running is stopped after the test."""
     started: list[Launcher] = []
 
-    def factory(middleware: ServerChain | None = None, **overrides: Any) -> Launcher:
+    def factory(
+        middleware: ServerChain | None = None,
+        prepare: Callable[[Launcher], None] | None = None,
+        **overrides: Any,
+    ) -> Launcher:
         launcher = Launcher(make_settings(redis_url, **overrides), middleware=middleware)
+        if prepare is not None:
+            prepare(launcher)
         launcher.start()
         started.append(launcher)
         return launcher
