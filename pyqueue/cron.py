@@ -2,9 +2,9 @@
 
 The launcher calls ``load_schedule_file`` at start when ``schedule_file`` is
 set, then runs a CronPoller in every process. The dashboard and the CLI use
-CronStore. Cron lines and zones live in pyqueue.cron_schedule, the job record
-in pyqueue.cron_job, the Redis store in pyqueue.cron_store and the poller in
-pyqueue.cron_poller; this module re-exports what callers need.
+CronStore. This module re-exports what callers need from the parts: cron
+lines and zones (pyqueue.cron_schedule), the job record (pyqueue.cron_job),
+the Redis store (pyqueue.cron_store) and the poller (pyqueue.cron_poller).
 
 Schedule file: sidekiq-cron's YAML, either a mapping of names to entries or a
 list of entries with a ``name`` key::
@@ -116,8 +116,8 @@ def load_schedule(
             store.validate(job)
         except CronJobError as exc:
             raise ConfigError(f"schedule {source}: {exc}") from None
-    for job, given in jobs:
-        store.save(job, keep=[field for field in STATE_FIELDS if field not in given])
+    for job, state_fields in jobs:
+        store.save(job, keep=[field for field in STATE_FIELDS if field not in state_fields])
     names = [job.name for job, _ in jobs]
     removed = _remove_dropped(redis, store, names)
     logger.info(
@@ -205,7 +205,7 @@ def job_from_entry(
     if not isinstance(retry, bool | int):
         raise ConfigError(f"{where}: retry must be true, false or a whole number, got {retry!r}")
     args = _entry_args(entry.get("args"), where)
-    given = frozenset(field for field in STATE_FIELDS if entry.get(field) not in (None, ""))
+    state_fields = frozenset(field for field in STATE_FIELDS if entry.get(field) not in (None, ""))
     job = CronJob(
         name=name,
         cron=str(entry["cron"]),
@@ -223,14 +223,14 @@ def job_from_entry(
         message=options,
         last_enqueue_time=str(entry.get("last_enqueue_time") or ""),
     )
-    return job, given
+    return job, state_fields
 
 
 def _class_options(klass: str) -> dict[str, Any]:
     try:
         return dict(lookup(klass).job_options())
     except UnknownJobClass:
-        # A job only another process (or Ruby) defines: the entry says it all.
+        # A job that only another process (or Ruby) defines: the entry sets every option.
         return {}
 
 

@@ -60,7 +60,7 @@ class CronJob:
     ``args`` and ``retry`` override its fields when the job is saved.
     ``last_run`` is ``last_enqueue_time`` read as epoch seconds (None when
     empty or unreadable) and ``next_run`` the next tick after the read, both
-    epoch seconds. ``extra`` holds hash fields this version does not know.
+    epoch seconds. ``extra`` contains the hash fields this version does not know.
     """
 
     name: str

@@ -1,4 +1,4 @@
-"""Cron poller: enqueues each tick of each enabled cron job exactly once per cluster.
+"""Cron poller: enqueues each tick of each enabled cron job once in the whole cluster.
 
 The launcher runs one CronPoller thread in every process and stops it on
 quiet and on stop. Ruby processes with sidekiq-cron run the same loop on the
@@ -12,11 +12,12 @@ sees the tick writes the same string.
 
 Polling. As in sidekiq-cron, the wait between cycles is random with the
 average ``cron_poll_interval`` (uniform over [avg/2, 3 avg/2) below 10
-processes, over [0, avg) from 10 on), not scaled by the process count. On its
-own that can leave more than a minute between two polls of the cluster, and a
-tick older than ``cron_grace_period`` (60 s) is skipped. So each poller also
-wakes 1.2 to 1.5 s after every minute boundary and after the next tick of
-every enabled job: no tick goes unpolled while a process runs.
+processes, over [0, avg) from 10 on), not scaled by the process count. With
+the default 30 s that stays inside the 60 s grace period, but a larger
+interval, a shorter grace period or a line with seconds would let ticks go
+unpolled. So each poller also wakes 1.2 to 1.5 s after every minute boundary
+and after the next tick of every enabled job: while a process runs, every
+tick is polled within about 1.5 s.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ REMEMBER_SECONDS = 86_400
 
 
 class CronPoller:
-    """Polls the cron jobs on a background thread and enqueues the ticks that are due.
+    """Background poller that enqueues the due ticks of every enabled cron job.
 
     ``clock`` returns epoch seconds and ``rand`` a float in [0, 1); tests
     inject both. Errors in one job are logged and never stop the others.
@@ -86,7 +87,15 @@ class CronPoller:
         self._next_ticks: list[float] = []
 
     def start(self) -> None:
-        """Start the poller thread; a second call while it runs does nothing."""
+        """Start the poller thread; a second call while it runs does nothing.
+
+        A ``cron_poll_interval`` of 0 or less turns cron off: no thread starts.
+        """
+        if self.settings.cron_poll_interval <= 0:
+            logger.info(
+                "cron poller off: cron_poll_interval is %s", self.settings.cron_poll_interval
+            )
+            return
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping.clear()
@@ -115,7 +124,9 @@ class CronPoller:
                     continue
                 if self._enqueue_if_due(job, line, moment):
                     enqueued += 1
-                upcoming = line.next_run(moment)
+                # The earliest tick this poll could not see yet: a tick counts
+                # from one second after it, so it may be at or before ``moment``.
+                upcoming = line.next_after(math.floor(moment) - 1)
                 if upcoming is not None:
                     next_ticks.append(upcoming)
             except Exception:
@@ -183,9 +194,9 @@ class CronPoller:
     def next_wait(self, now: float) -> float:
         """Return the seconds until the next cycle: random, but never past the next tick.
 
-        The random part follows sidekiq-cron; the cap is the next minute
+        The random part follows sidekiq-cron. The cap is the next minute
         boundary or the next tick of a job seen in the last cycle, whichever
-        comes first, plus ALIGN_DELAY and up to ALIGN_SPREAD.
+        comes first. ALIGN_DELAY and up to ALIGN_SPREAD are added to the cap.
         """
         average = self.settings.cron_poll_interval
         if self.process_count() < MANY_PROCESSES:
@@ -200,9 +211,13 @@ class CronPoller:
         return min(INITIAL_WAIT + INITIAL_SPREAD * self.rand(), max(0.0, minute_end - now))
 
     def seconds_to_aligned(self, now: float) -> float:
-        """Return the seconds until just after the next minute boundary or known tick."""
-        boundary = (math.floor(now / 60) + 1) * 60
-        due = min([boundary, *(tick for tick in self._next_ticks if tick > now)])
+        """Return the seconds until just after the next minute boundary or known tick.
+
+        Only ticks that a poll at ``now`` cannot see yet count: those after ``now - 1 s``.
+        """
+        unseen_after = now - 1
+        boundary = (math.floor(unseen_after / 60) + 1) * 60
+        due = min([boundary, *(tick for tick in self._next_ticks if tick > unseen_after)])
         return due - now + ALIGN_DELAY + ALIGN_SPREAD * self.rand()
 
     def process_count(self) -> int:

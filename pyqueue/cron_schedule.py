@@ -1,7 +1,7 @@
 """Cron lines as sidekiq-cron stores them, evaluated in a time zone.
 
-The cron poller asks a line for its latest tick before a moment
-(``last_tick``); listings ask for the next run. croniter does the calendar
+The cron poller needs a line's latest tick before a moment (``last_tick``),
+and listings need its next run. croniter does the calendar
 arithmetic on wall-clock times, and this module maps those wall-clock times to
 instants so that a daylight-saving change neither adds nor drops a run:
 
@@ -46,8 +46,8 @@ TICK_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 RUBY_TIME_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 # Upper bound on croniter steps for one lookup. A lookup that starts before a
-# repeated hour walks through that hour; for a line firing every second that
-# is at most 7,200 steps (the largest DST shift in use is 2 hours).
+# repeated hour walks through that hour. For a line firing every second that
+# is at most 7,200 steps, because the largest DST shift in use is 2 hours.
 MAX_STEPS = 20_000
 
 _LINE_HELP = (
@@ -141,7 +141,7 @@ class CronLine:
         """Yield up to MAX_STEPS matching wall times after (or before) ``start``.
 
         croniter runs on the wall times labelled as UTC, where no DST exists,
-        so its answers are pure calendar arithmetic.
+        so its results are pure calendar arithmetic.
         """
         walker = croniter(
             self.expression,

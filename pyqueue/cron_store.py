@@ -2,7 +2,7 @@
 
 The cron poller, the schedule-file loader, the dashboard and the CLI all read
 and write cron jobs through CronStore, so that a Ruby process running
-sidekiq-cron (and its Web UI tab) sees the same jobs.
+sidekiq-cron (and its Web UI tab) reads the same jobs.
 
 Layouts, chosen by the ``cron_layout`` setting (one store never writes both,
 because each layout has its own enqueue markers and mixing them would enqueue
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 
 class CronStore:
-    """Reads and writes cron jobs in the layout that ``settings.cron_layout`` names.
+    """Store of cron jobs in the layout that ``settings.cron_layout`` names.
 
     ``client`` pushes the jobs (default: a Client on ``redis``); ``clock``
     returns epoch seconds and is injected by tests.
@@ -150,13 +150,13 @@ class CronStore:
         """
         self.validate(job)
         fields = self.encode(job)
-        kept = {field: fields.pop(field) for field in keep if field in fields}
+        written_if_missing = {field: fields.pop(field) for field in keep if field in fields}
         key = self.hash_key(job.name)
         mapping: dict[Any, Any] = fields
         pipe = self.redis.pipeline(transaction=True)
         pipe.sadd(self.index_key, key)
         pipe.hset(key, mapping=mapping)
-        for field, value in kept.items():
+        for field, value in written_if_missing.items():
             pipe.hsetnx(key, field, value)
         pipe.execute()
         self._mark_current_tick(job)
@@ -249,10 +249,10 @@ class CronStore:
         jid = self.client.push(item)
         stamp = format_ruby_time(now)
         # sidekiq-cron 2.x shows Ruby's Time#to_s in the history, 1.x its own format.
-        shown = stamp if self.namespace is None else _utc_text(now)
+        history_time = stamp if self.namespace is None else _utc_text(now)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.hash_key(job.name), "last_enqueue_time", stamp)
-        pipe.lpush(self.history_key(job.name), dumps({"jid": jid, "enqueued": shown}))
+        pipe.lpush(self.history_key(job.name), dumps({"jid": jid, "enqueued": history_time}))
         pipe.ltrim(self.history_key(job.name), 0, self.settings.cron_history_size - 1)
         pipe.execute()
         return jid

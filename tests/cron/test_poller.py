@@ -363,6 +363,26 @@ def test_next_wait_follows_seconds_line(r: redis.Redis, clock: FakeClock) -> Non
     assert poller.next_wait(utc("2024-05-06T10:00:01Z")) == pytest.approx(10.2)
 
 
+def test_next_wait_catches_fresh_tick(r: redis.Redis, clock: FakeClock) -> None:
+    """A poll less than a second after a tick cannot see it, so the next poll comes soon."""
+    clock.now = utc("2024-05-06T10:00:15Z")
+    make_store(r, clock).save(CronJob(name="fast", cron="*/10 * * * * *", klass="FastJob"))
+    poller = make_poller(r, clock, rand=FixedRand(0.0))
+    now = utc("2024-05-06T10:00:20Z") + 0.45
+
+    assert poller.poll_once(now) == 0
+    wait = poller.next_wait(now)
+    assert wait == pytest.approx(0.75)
+    assert poller.poll_once(now + wait) == 1
+    assert r.zscore("cron_job:fast:enqueued", "2024-05-06T10:00:20Z") is not None
+
+
+def test_next_wait_minute_just_passed(r: redis.Redis, clock: FakeClock) -> None:
+    poller = make_poller(r, clock, rand=FixedRand(0.0))
+
+    assert poller.next_wait(utc("2024-05-06T10:01:00Z") + 0.5) == pytest.approx(0.7)
+
+
 def test_initial_wait(r: redis.Redis, clock: FakeClock) -> None:
     poller = make_poller(r, clock, rand=FixedRand(0.5))
 
@@ -385,4 +405,13 @@ def test_thread_polls_and_stops(r: redis.Redis) -> None:
     poller.stop()
 
     assert [payload["class"] for payload in queued(r)] == ["TickJob"]
+    assert not any(thread.name == "pyqueue-cron" for thread in threading.enumerate())
+
+
+def test_zero_interval_starts_nothing(r: redis.Redis, clock: FakeClock) -> None:
+    poller = make_poller(r, clock, make_settings(cron_poll_interval=0))
+
+    poller.start()
+    poller.stop()
+
     assert not any(thread.name == "pyqueue-cron" for thread in threading.enumerate())
