@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# One job per entry. Floats from 1e15 to 1e16 are left out: Ruby spells them
-# in exponent form, and a dedicated test covers that spelling.
+# One job per entry.
 SINGLE_ARGS: list[list[Any]] = [
     [2**63 - 1, -(2**63), 2**63, 2**64],
     [12345678901234567890, -98765432109876543210, 10**19],
@@ -18,6 +17,8 @@ SINGLE_ARGS: list[list[Any]] = [
     [-0.0, 0.0, 1e20, -1e20, 1e-7, 0.1, 0.5, 1.0, -2.5],
     [1e-5, 2.5e-5, 1e16, 1.7976931348623157e308, 5e-324, 123456789012345.6],
     [0.0011285007931292057, 3.141592653589793, 2.220446049250313e-16],
+    # Ruby switches to exponent form (1.0e+15) one decade earlier than Python's repr.
+    [1e15, -1e15, 1.5e15, 1234567890123456.0, 9999999999999998.0, 999999999999999.9],
     ["naïve café 🎉", "emoji 👩‍👩‍👧 and 🇩🇪", "\u2028 line separator \u2029"],
     ["line\nbreak\ttab", "", 'quote " backslash \\ slash /', "\x00\x01\x1f\x7f"],
     ["Ünïcödé ключ 中文 عربى", "\ufeff bom", "\U0010ffff"],
