@@ -65,6 +65,12 @@ def test_interop_set_runs_in_ruby(ruby_worker: RubySidekiq, redis_url: str, r: r
     problems = compare_runs(expected, records)
     assert problems == [], "\n".join(problems[:30])
     assert {record["side"] for record in records} == {"ruby"}
+    encoded_differently = [
+        record["args_json"] for record in records if record["args_json"] != dumps(record["args"])
+    ]
+    assert encoded_differently == []
+    reencoded_differently = [record["raw"] for record in records if not record["roundtrip_equal"]]
+    assert reencoded_differently == []
 
     scheduled = next(record for record in records if record["jid"] == scheduled_jid)
     assert scheduled["job"]["enqueued_at"] >= due - 0.01
