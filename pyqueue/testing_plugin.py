@@ -12,7 +12,7 @@ is emptied, so one test's jobs never leak into the next.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import ModuleType
 
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from pyqueue import testing
 
 
-def _use_mode(mode: str) -> Iterator[ModuleType]:
+def _use_mode(mode: str) -> Generator[ModuleType, None, None]:
     testing.clear()
     testing.set_mode(mode)
     try:
