@@ -140,7 +140,7 @@ def serve(app: object, host: str, port: int, threads: int, prefix: str = "") -> 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     logger.info(
-        "web: serving the dashboard on http://%s:%d%s/", host, server.effective_port, prefix
+        "web: serving the dashboard on http://%s:%s%s/", host, server.effective_port, prefix
     )
     try:
         server.run()

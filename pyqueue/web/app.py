@@ -115,6 +115,9 @@ class Dashboard:
         if located is None:
             return Response(404, b"not found", [("Content-Type", "text/plain")])
         request = Request(environ, *located)
+        if not request.path:
+            # Mounted at /admin, a request for /admin goes on to /admin/ so the root page shows.
+            return Response(302, b"", [("Location", request.base + "/")])
         denied = self.access.denied(environ)
         if denied is not None:
             return self._denied(denied)

@@ -52,8 +52,14 @@ def served(app: Any) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        # Stop taking connections, let running requests finish, then close the
+        # remaining channels (the trigger among them) so that the loop ends.
         server.close()
+        server.task_dispatcher.shutdown()
+        for channel in list(server._map.values()):
+            channel.close()
         thread.join(timeout=5)
+        assert not thread.is_alive(), "the dashboard server thread did not stop"
 
 
 @contextmanager
@@ -67,6 +73,8 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[webdriver.Chrome]
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={width},{height}")
+    # Keep the console, so tests can see script errors and CSP violations.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
