@@ -38,11 +38,19 @@ def create_redis(
     *,
     pool_size: int = 10,
     socket_timeout: float = SOCKET_TIMEOUT,
+    encoding_errors: str = "surrogateescape",
 ) -> redis.Redis:
-    """Build a client with a blocking pool of at most ``pool_size`` connections."""
+    """Build a client with a blocking pool of at most ``pool_size`` connections.
+
+    Replies are decoded as UTF-8 with ``encoding_errors`` (default
+    surrogateescape): a job written by a foreign producer with invalid UTF-8
+    is still read, and encodes back to its original bytes, so LREM and ZREM
+    of the raw string find it and a retry keeps its bytes.
+    """
     url = redis_url(url)
     options: dict[str, Any] = {
         "decode_responses": True,
+        "encoding_errors": encoding_errors,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 5.0,
         "socket_keepalive": True,
