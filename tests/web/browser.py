@@ -47,18 +47,25 @@ def require_chromium() -> None:
 def served(app: Any) -> Iterator[str]:
     """Serve ``app`` with waitress on a free loopback port; yield its base URL."""
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, name="dashboard-server", daemon=True)
+    stopping = threading.Event()
+
+    def run() -> None:
+        # waitress's own run() loops until its sockets close, and closing them
+        # from another thread breaks a select in progress. So this thread polls
+        # in short rounds and closes everything itself once asked to stop.
+        while not stopping.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.task_dispatcher.shutdown()
+        for channel in list(server._map.values()):
+            channel.close()
+
+    thread = threading.Thread(target=run, name="dashboard-server", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        # Stop taking connections, let running requests finish, then close the
-        # remaining channels (the trigger among them) so that the loop ends.
-        server.close()
-        server.task_dispatcher.shutdown()
-        for channel in list(server._map.values()):
-            channel.close()
-        thread.join(timeout=5)
+        stopping.set()
+        thread.join(timeout=10)
         assert not thread.is_alive(), "the dashboard server thread did not stop"
 
 

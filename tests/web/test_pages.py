@@ -196,7 +196,7 @@ def test_invalid_utf8_with_host_connection(
     """A host's strict connection cannot decode such a process hash; the page says so."""
     r.sadd("processes", "bad:1:1")
     r.hset("bad:1:1", mapping={"info": b'{"hostname":"\xff"}', "busy": "0"})
-    strict = create_redis(redis_url, pool_size=2)
+    strict = create_redis(redis_url, pool_size=2, encoding_errors="strict")
     try:
         client = Client(make_app(redis=strict))
         page = client.get("/busy")
