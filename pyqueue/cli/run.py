@@ -86,6 +86,13 @@ from pyqueue.log import setup
     help="Environment name; picks that section of the config file (default development).",
 )
 @click.option("--fetch", default=None, help="Fetch strategy: basic (default).")
+@click.option(
+    "--processes",
+    metavar="N",
+    default=None,
+    help="Worker processes, each with --concurrency threads, under one supervisor "
+    "that restarts a crashed one and passes signals on (default 1).",
+)
 @redis_url_option
 @handle_errors
 def run(config_file: str | None, environment: str | None, **options: Any) -> None:
@@ -103,6 +110,10 @@ def run(config_file: str | None, environment: str | None, **options: Any) -> Non
     for target in settings.require:
         import_job_module(target)
 
+    if settings.processes > 1:
+        run_supervisor(settings)
+        return
+
     from pyqueue.launcher import Launcher
 
     launcher = Launcher(settings)
@@ -110,6 +121,16 @@ def run(config_file: str | None, environment: str | None, **options: Any) -> Non
     configure_client(launcher.client)
     try:
         sys.exit(launcher.run())
+    except RedisVersionError as exc:
+        fail(str(exc), EXIT_REDIS)
+
+
+def run_supervisor(settings: config.Settings) -> None:
+    """Run ``settings.processes`` worker processes under a supervisor; exit when it stops."""
+    from pyqueue.supervisor import Supervisor
+
+    try:
+        sys.exit(Supervisor(settings).run())
     except RedisVersionError as exc:
         fail(str(exc), EXIT_REDIS)
 
