@@ -1,9 +1,9 @@
 """Static checks of render.yaml, docker/Dockerfile and docker/compose.yaml.
 
 No Docker engine or Render account is available to the tests, so these
-checks read the files: they parse, every command they run exists in this
-project and accepts its arguments, every path they name exists, and the
-settings that a deployment depends on are present.
+checks only read the files. The files must parse, and every command they
+run must exist in this project and accept its arguments. Every path they
+name must exist, and the settings that a deployment depends on must be set.
 """
 
 from __future__ import annotations
