@@ -14,6 +14,7 @@ from pyqueue import config, log
 from pyqueue.api.base import tolerate_invalid_utf8
 from pyqueue.cli.common import handle_errors, redis_url_option
 from pyqueue.connection import create_redis
+from pyqueue.errors import ConfigError
 from pyqueue.web import create_app
 
 logger = logging.getLogger("pyqueue.web")
@@ -127,12 +128,20 @@ def web(
         logger.warning(
             "web: no --username/--password on %s; anyone who reaches it can act on jobs", host
         )
-    serve(app, host, port, threads, app.prefix)
+    try:
+        serve(app, host, port, threads, app.prefix)
+    finally:
+        connection.connection_pool.disconnect()
 
 
 def serve(app: object, host: str, port: int, threads: int, prefix: str = "") -> None:
     """Run waitress until SIGTERM or SIGINT, then close the listening socket."""
-    server = waitress.create_server(app, host=host, port=port, threads=threads, ident="pyqueue")
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=threads, ident="pyqueue")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc}); choose another --port or --host"
+        ) from None
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)

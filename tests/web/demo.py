@@ -121,6 +121,8 @@ def seed_cron(r: redis.Redis, settings: Settings) -> None:
             description="Morning digest email",
         )
     )
+    # As if the 09:00 run had been enqueued, in sidekiq-cron's own time format.
+    r.hset(store.hash_key("daily_digest"), "last_enqueue_time", "2024-05-06 09:00:00 +0000")
     store.save(
         CronJob(name="stuck_scan", cron="*/5 * * * *", klass="StuckScanJob", status="disabled")
     )

@@ -8,6 +8,7 @@ serves the dashboard on a loopback port and saves one PNG per main page.
 
 from __future__ import annotations
 
+import base64
 import sys
 import tempfile
 import time
@@ -43,23 +44,27 @@ def main(target: Path) -> None:
     try:
         r = server.client()
         demo.seed(r)
-        app = create_app(server.url, clock=lambda: demo.NOW + 30, poll_seconds=2)
-        with served(app) as base, chromium(1280, 800) as driver:
+        app = create_app(server.url, clock=lambda: demo.NOW + 30, poll_seconds=2, page_size=10)
+        with served(app) as base, chromium(1280, 400) as driver:
             for name, path in PAGES:
                 driver.get(base + path)
                 if name == "dashboard":
                     draw_live_graph(driver, r)
-                fit_height(driver)
-                driver.save_screenshot(str(target / f"{name}.png"))
+                save_page(driver, target / f"{name}.png")
                 print(f"saved {target / name}.png")
     finally:
         server.stop()
 
 
-def fit_height(driver: WebDriver, limit: int = 1600) -> None:
-    """Grow the window to the page's height (up to ``limit``), so one PNG shows it all."""
-    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-    driver.set_window_size(1280, min(max(height + 20, 400), limit))
+def save_page(driver: WebDriver, path: Path) -> None:
+    """Save the whole page as a PNG, also the part below the window (Chrome DevTools)."""
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def draw_live_graph(driver: WebDriver, r: redis.Redis) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,6 +120,18 @@ def test_unreachable_redis_exits_3() -> None:
     result = CliRunner().invoke(main, ["web", "--redis-url", url])
     assert result.exit_code == 3
     assert "cannot reach Redis" in result.output
+
+
+def test_port_in_use_exits_5(redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # In a process of its own, because waitress leaves the failed socket open.
+        command = [*PYQUEUE, "web", "--redis-url", redis_url, "--port", str(port)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 5
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_help() -> None:

@@ -210,6 +210,7 @@ def test_invalid_utf8_with_host_connection(
 def test_cron_rows(client: Client) -> None:
     page = client.get("/cron")
     assert "in 23 h" in page.text  # next 09:00 UTC from 10:00
+    assert ">1 h ago</time>" in page.text  # last run at 09:00
     assert "*/5 * * * *" in page.text
     assert 'value="enable">Enable<' in page.text
     assert 'value="disable">Disable<' in page.text
