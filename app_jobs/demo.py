@@ -280,4 +280,4 @@ def start_worker(run: Run, env: dict[str, str]) -> Child:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="bin/demo")

@@ -125,6 +125,7 @@ def print_commands(run: Run) -> None:
     click.echo(f"     .venv/bin/pyqueue stats --redis-url {redis_url}")
     click.echo(f"     .venv/bin/pyqueue processes --redis-url {redis_url}")
     click.echo(f"     .venv/bin/pyqueue cron list --redis-url {redis_url}")
+    click.echo(f"     .venv/bin/pyqueue web --redis-url {redis_url}   # dashboard on :9393")
     click.echo(f"     curl {run.web_url}/health")
 
 

@@ -90,6 +90,8 @@ def console_script(name: str, module: str) -> list[str]:
 
 def start_child(run: Run, name: str, command: list[str], env: dict[str, str]) -> Child:
     """Start ``command`` with its output in <state dir>/logs/<name>.log (emptied first)."""
+    # NOTE: children run in their own session, so a demo killed with SIGKILL leaves
+    # them running; the next run does not look for them.
     log_path = run.options.state_dir / "logs" / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
