@@ -128,7 +128,7 @@ def check_children(run: Run) -> None:
             )
 
 
-def wait_until(check: Callable[[], bool], what: str, run: Run) -> None:
+def wait_until(check: Callable[[], bool], description: str, run: Run) -> None:
     """Poll ``check`` until it passes; raise DemoError when a child exits or time runs out."""
     deadline = time.monotonic() + run.options.timeout
     while time.monotonic() < deadline:
@@ -136,7 +136,7 @@ def wait_until(check: Callable[[], bool], what: str, run: Run) -> None:
         if check():
             return
         time.sleep(POLL_INTERVAL)
-    raise DemoError(f"timed out after {run.options.timeout:.0f} s waiting for {what}")
+    raise DemoError(f"timed out after {run.options.timeout:.0f} s waiting for {description}")
 
 
 def health_ok(base_url: str) -> bool:

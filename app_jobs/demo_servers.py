@@ -364,14 +364,14 @@ def start_pgserver(directory: Path) -> Server:
 # -- helpers -----------------------------------------------------------------
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
+def wait_for(check: Callable[[], bool], description: str, timeout: float = START_TIMEOUT) -> None:
     """Call ``check`` every 0.1 s until it returns True; raise ServerError on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.1)
-    raise ServerError(f"{what} was not ready within {timeout:.0f} s")
+    raise ServerError(f"{description} was not ready within {timeout:.0f} s")
 
 
 def tail(path: Path, limit: int = 2000) -> str:
