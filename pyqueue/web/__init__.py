@@ -6,7 +6,7 @@ Mount it in any WSGI host, or serve it alone with ``pyqueue web``::
     dashboard = create_app("redis://localhost:6379/0", username="ops", password="...")
 
 It renders HTML on the server, reads and acts through pyqueue.api and
-pyqueue.cron_store and holds no business logic of its own. See
+pyqueue.cron_store and contains no business logic of its own. See
 docs/dashboard.md.
 """
 

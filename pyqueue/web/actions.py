@@ -1,7 +1,7 @@
 """The dashboard's actions (POST): retry, delete, kill, quiet, stop, clear and cron switches.
 
 The app has already checked authentication, read-only mode and the CSRF
-token. Every action answers 303 to the page it came from, with the outcome
+token. Every action responds with 303 See Other to the page it came from, with the outcome
 as counts in the query string, so a reload does not repeat it.
 """
 
@@ -31,7 +31,7 @@ logger = logging.getLogger("pyqueue.web")
 
 @dataclasses.dataclass
 class Outcome:
-    """What an action did: ``count`` entries handled, ``skipped`` left (gone or unpushable)."""
+    """Result of an action: ``count`` entries handled, ``skipped`` left (gone or unpushable)."""
 
     action: str
     count: int = 0
@@ -57,6 +57,7 @@ def busy(app: Dashboard, request: Request) -> Response:
         try:
             signal(identity)
         except NotFound:
+            logger.info("dashboard: %s skipped, process not live identity=%s", action, identity)
             outcome.add(False)
             continue
         outcome.add(True)
@@ -121,7 +122,11 @@ def act_on_entry(api: SortedSet, action: str, key: str, outcome: Outcome) -> Non
     try:
         outcome.add(entry_action(api, action)(entry))
     except PayloadError:
-        # The entry stays; the page flags why, and delete still works on it.
+        # The entry stays; the page flags why, and delete still works on it. The
+        # error is not logged because it may quote an argument.
+        logger.info(
+            "dashboard: %s skipped, payload not pushable set=%s jid=%s", action, api.key, entry.jid
+        )
         outcome.add(False)
         return
     logger.info("dashboard: %s set=%s jid=%s", action, api.key, entry.jid)
@@ -168,6 +173,7 @@ def cron(app: Dashboard, request: Request) -> Response:
     try:
         operations[action](name)
     except CronJobNotFound:
+        logger.info("dashboard: %s skipped, no cron job name=%s", action, name)
         outcome.add(False)
     else:
         outcome.add(True)

@@ -1,6 +1,6 @@
 """The dashboard's WSGI application: routing, access checks, CSRF, read-only mode, errors.
 
-``create_app`` builds one Dashboard. It answers under any mount point: the
+``create_app`` builds one Dashboard. It serves under any mount point: the
 host's SCRIPT_NAME plus an optional ``prefix`` that it strips from PATH_INFO,
 so it works behind a dispatcher that sets SCRIPT_NAME and behind one that
 passes the whole path.
@@ -69,7 +69,7 @@ SECURITY_HEADERS = [
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """How the dashboard behaves; ``poll_seconds`` is the live graph's default interval."""
+    """Behaviour switches of the dashboard; ``poll_seconds`` is the live graph's first interval."""
 
     read_only: bool = False
     hide_args: bool = False
@@ -110,7 +110,7 @@ class Dashboard:
         return [response.body]
 
     def respond(self, environ: dict[str, Any]) -> Response:
-        """Answer one request: locate, authenticate, check CSRF, dispatch, add headers."""
+        """Handle one request: locate, authenticate, check CSRF, dispatch, add headers."""
         located = self._locate(environ)
         if located is None:
             return Response(404, b"not found", [("Content-Type", "text/plain")])
@@ -134,10 +134,10 @@ class Dashboard:
     ) -> Response:
         """Render ``template`` with the context every page shares."""
         # Where a form returns to: this page without the last notice.
-        kept = [
+        query = [
             (k, v) for k, values in request.query.items() for v in values if k not in NOTICE_PARAMS
         ]
-        back = request.url(request.path) + ("?" + urlencode(kept) if kept else "")
+        back = request.url(request.path) + ("?" + urlencode(query) if query else "")
         page = self.templates.get_template(template).render(
             request=request,
             url=request.url,
@@ -163,7 +163,7 @@ class Dashboard:
             return response
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             logger.warning("dashboard: Redis unreachable path=%s error=%s", request.path, exc)
-            message = "Redis is unreachable; the page shows again once it answers."
+            message = "Redis is unreachable; reload the page once Redis is back."
             return self._error_page(request, 503, message)
         except Exception:
             logger.exception("dashboard: failed method=%s path=%s", request.method, request.path)
@@ -185,12 +185,17 @@ class Dashboard:
         if allowed:
             allow = ", ".join(sorted(set(allowed)))
             raise HTTPError(405, f"{request.method} is not allowed here", [("Allow", allow)])
-        raise HTTPError(404, f"there is no page {request.path!r}")
+        raise HTTPError(404, f"page {request.path!r} not found; the menu above lists the pages")
 
     def _check_post(self, request: Request) -> None:
         if self.options.read_only:
             raise HTTPError(403, "the dashboard is read-only; actions are turned off")
         if not self.csrf.check(request):
+            logger.warning(
+                "dashboard: POST rejected, CSRF token missing or invalid path=%s remote=%s",
+                request.path,
+                request.environ.get("REMOTE_ADDR", "?"),
+            )
             raise HTTPError(
                 403,
                 "the form's CSRF token is missing or does not match its cookie; "

@@ -1,4 +1,4 @@
-"""Who may use the dashboard: HTTP basic auth, a callable of the host app, or both.
+"""Access control of the dashboard: HTTP basic auth, a callable of the host app, or both.
 
 A host app that has its own login passes ``auth``, a callable that gets the
 WSGI environ and returns True to let the request in. ``pyqueue web`` uses basic

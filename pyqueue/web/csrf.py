@@ -2,8 +2,8 @@
 
 A browser sends basic-auth credentials and cookies with any request to the
 dashboard, also one that a form on another site submits. So every POST must
-carry a token that only a page of the dashboard can know: the cookie holds a
-random nonce, and each form holds HMAC-SHA256(secret, nonce). Another site
+carry a token that only a page of the dashboard can know: the cookie contains a
+random nonce, and each form contains HMAC-SHA256(secret, nonce). Another site
 can neither read the cookie nor compute the HMAC without the secret, and it
 cannot plant a working nonce either, because the form token must match it.
 """

@@ -20,7 +20,7 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class HTTPError(Exception):
-    """Raised by a handler to answer with an error page: ``status`` and a message for people."""
+    """Raised by a handler to respond with an error page: ``status`` and a message for people."""
 
     def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(message)
@@ -153,5 +153,5 @@ def json_response(document: Any, status: int = 200) -> Response:
 
 
 def redirect(location: str) -> Response:
-    """Answer 303 See Other, so the browser follows with a GET after a POST."""
+    """Return a 303 See Other, so the browser follows with a GET after a POST."""
     return Response(303, b"", [("Location", location)])

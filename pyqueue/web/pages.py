@@ -1,8 +1,8 @@
 """The dashboard's pages (GET): each reads through the data API and renders a template.
 
-Bad data never fails a page: the API returns problems instead of raising,
-and the few reads that can still raise on a key of the wrong type are caught
-here and shown as problems at the top of the page.
+Bad data never fails a page, because the API returns problems instead of
+raising. The few reads that can still raise on a key of the wrong type are
+caught here and shown as problems at the top of the page.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def static_file(app: Dashboard, request: Request, name: str) -> Response:
     """Return a file from pyqueue/web/static; raise HTTPError 404 when there is none."""
     resource = importlib.resources.files("pyqueue.web").joinpath("static", name)
     if not resource.is_file():
-        raise HTTPError(404, f"there is no static file {name!r}")
+        raise HTTPError(404, f"static file {name!r} not found")
     content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
     headers = [("Content-Type", content_type), ("Cache-Control", "max-age=3600")]
     return Response(200, resource.read_bytes(), headers)

@@ -265,3 +265,13 @@ def test_notice_ignores_unknown_text(client: Client) -> None:
     assert page.status == 200
     assert 'class="notice"' not in page.text
     assert "&lt;b&gt;hi" not in page.text
+
+
+def test_delete_all_removes_wrong_type_key(client: Client, seeded: redis.Redis) -> None:
+    seeded.delete("dead")
+    seeded.set("dead", "oops")
+    page = client.get("/dead")
+    assert "key &#39;dead&#39; is a string" in page.text
+    result = client.submit(page, "/dead", {"action": "delete", "scope": "all"})
+    assert result.status == 303
+    assert seeded.exists("dead") == 0

@@ -26,7 +26,7 @@ PYQUEUE = [sys.executable, "-c", "from pyqueue.cli import main; main()"]
 
 @contextmanager
 def web_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``pyqueue web`` on a free loopback port; yield its URL once it answers."""
+    """Run ``pyqueue web`` on a free loopback port; yield its URL once it responds."""
     port = free_port()
     command = [*PYQUEUE, "web", "--host", "127.0.0.1", "--port", str(port), *args]
     process = subprocess.Popen(
@@ -58,7 +58,7 @@ def wait_until_up(url: str, process: subprocess.Popen[str], timeout: float = 15.
             urllib.request.urlopen(url + "/static/app.css", timeout=1).close()
             return
         except urllib.error.HTTPError:
-            return  # it answers, if only with 401
+            return  # it responds, if only with 401
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"pyqueue web did not answer on {url} within {timeout} s")

@@ -156,7 +156,6 @@ def test_markup_in_data_is_escaped(client: Client, seeded: redis.Redis) -> None:
 def test_wrong_key_types_shown_as_problems(make_app: AppFactory, r: redis.Redis) -> None:
     for key in ("retry", "schedule", "dead", "queues", "processes", "cron_jobs"):
         r.set(key, "oops")
-    r.sadd("queues:x", "x")
     client = Client(make_app())
     for path in ("/", "/busy", "/queues", "/retries", "/scheduled", "/dead", "/cron"):
         page = client.get(path)
@@ -193,7 +192,7 @@ def test_invalid_utf8_entry(make_app: AppFactory, r: redis.Redis) -> None:
 def test_invalid_utf8_with_host_connection(
     make_app: AppFactory, r: redis.Redis, redis_url: str
 ) -> None:
-    """A host's strict connection cannot decode such a process hash; the page says so."""
+    """A host's strict connection cannot decode such a process hash; the page reports it."""
     r.sadd("processes", "bad:1:1")
     r.hset("bad:1:1", mapping={"info": b'{"hostname":"\xff"}', "busy": "0"})
     strict = create_redis(redis_url, pool_size=2, encoding_errors="strict")
