@@ -108,11 +108,11 @@ def test_run_prints_jid(loaded: str, r: redis.Redis) -> None:
 
 def test_delete_asks_first(loaded: str, r: redis.Redis) -> None:
     declined = invoke(loaded, "delete", "report", stdin="n\n")
-    kept = r.exists("cron_job:report")
+    exists_after_no = r.exists("cron_job:report")
     confirmed = invoke(loaded, "delete", "report", stdin="y\n")
 
     assert declined.exit_code == 1
-    assert kept == 1
+    assert exists_after_no == 1
     assert confirmed.exit_code == 0
     assert r.exists("cron_job:report") == 0
 

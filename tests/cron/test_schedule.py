@@ -228,9 +228,9 @@ def test_tick_member_format() -> None:
 def _reference_runs(text: str, zone: ZoneInfo, start: float, end: float) -> list[int]:
     """Scan every UTC minute of [start, end) and apply the DST rules by brute force.
 
-    A minute fires when its wall time matches, except the second pass of a
-    repeated wall time for a line whose hour field is not a wildcard; and the
-    first minute after a jump fires when a skipped wall time matched.
+    A minute fires when its wall time matches, except on the second pass of a
+    repeated wall time when the line's hour field is not a wildcard. The first
+    minute after a jump also fires when one of the skipped wall times matched.
     """
     expression = text.split()
     hour_wildcard = expression[1].startswith("*")
