@@ -51,20 +51,45 @@ def current_context() -> dict[str, Any]:
     return dict(_context.get() or {})
 
 
+_thread_ids = threading.local()
+
+
 def thread_id() -> str:
     """Return a short id for the current thread (base 36, as Sidekiq's tids are)."""
-    number = threading.get_ident() ^ os.getpid()
+    # Every log line asks for it, so each thread keeps its id; the pid check
+    # gives a forked child's thread a new one.
+    pid = os.getpid()
+    cached: tuple[int, str] | None = getattr(_thread_ids, "value", None)
+    if cached is not None and cached[0] == pid:
+        return cached[1]
+    number = threading.get_ident() ^ pid
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     text = ""
     while number:
         number, rest = divmod(number, 36)
         text = digits[rest] + text
+    _thread_ids.value = (pid, text or "0")
     return text or "0"
 
 
+# The formatted date and time of the last whole second that was logged,
+# because strftime costs more than the rest of a log line.
+_second_text: tuple[int, str] = (-1, "")
+
+
 def _utc_timestamp(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _second_text
+    second = int(record.created)
+    # Rounded to whole microseconds first, as datetime.fromtimestamp rounds.
+    micros = round((record.created - second) * 1_000_000)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached = _second_text
+    if cached[0] != second:
+        moment = dt.datetime.fromtimestamp(second, tz=dt.UTC)
+        cached = (second, moment.strftime("%Y-%m-%dT%H:%M:%S."))
+        _second_text = cached
+    return f"{cached[1]}{micros // 1000:03d}Z"
 
 
 def _record_context(record: logging.LogRecord) -> dict[str, Any]:
@@ -143,10 +168,13 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_secrets(message)
-        if masked != message:
-            record.msg = masked
-            record.args = None
+        # Each pattern needs "://", "=" or "SG."; most lines have none of them,
+        # so they skip the three regular expressions.
+        if "://" in message or "=" in message or "SG." in message:
+            masked = mask_secrets(message)
+            if masked != message:
+                record.msg = masked
+                record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
