@@ -86,6 +86,14 @@ DEFAULT_PORT = 9393
     show_default=True,
     help="Lowest level logged (PYQUEUE_LOG_LEVEL).",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(log.FORMATS),
+    envvar="PYQUEUE_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    help="Log line format (PYQUEUE_LOG_FORMAT).",
+)
 @handle_errors
 def web(
     port: int,
@@ -100,12 +108,13 @@ def web(
     hide_args: bool,
     threads: int,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve the web dashboard until SIGTERM or Ctrl-C.
 
     PYQUEUE_WEB_PASSWORD=... pyqueue web --username ops --port 9393
     """
-    log.setup(log_level, "text")
+    log.setup(log_level, log_format)
     if (username is None) != (password is None):
         raise click.UsageError("basic auth needs both --username and --password, or neither")
     settings = config.load(config_file, {"redis_url": redis_url})

@@ -24,6 +24,7 @@ from pyqueue import __version__
 from pyqueue.api.base import tolerate_invalid_utf8
 from pyqueue.config import Settings
 from pyqueue.connection import create_redis
+from pyqueue.outage import OutageLog
 from pyqueue.web import actions, pages
 from pyqueue.web.auth import Access, AuthCallable
 from pyqueue.web.csrf import FIELD, CsrfGuard
@@ -99,6 +100,8 @@ class Dashboard:
         self.prefix = prefix
         self.clock = clock
         self.templates = environment()
+        # Every browser's live graph polls during an outage; log its start and end only.
+        self.outage = OutageLog(logger, "Redis")
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         response = self.respond(environ)
@@ -162,7 +165,7 @@ class Dashboard:
             response.headers.extend(exc.headers)
             return response
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            logger.warning("dashboard: Redis unreachable path=%s error=%s", request.path, exc)
+            self.outage.failed(exc)
             message = "Redis is unreachable; reload the page once Redis is back."
             return self._error_page(request, 503, message)
         except Exception:
@@ -181,7 +184,10 @@ class Dashboard:
                 continue
             if method == "POST":
                 self._check_post(request)
-            return handler(self, request, **match.groupdict())
+            response = handler(self, request, **match.groupdict())
+            if handler is not pages.static_file:
+                self.outage.recovered()  # this handler read Redis
+            return response
         if allowed:
             allow = ", ".join(sorted(set(allowed)))
             raise HTTPError(405, f"{request.method} is not allowed here", [("Allow", allow)])

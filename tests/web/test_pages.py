@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import redis
 
 from pyqueue.connection import create_redis
 from pyqueue.payload import dumps
-from tests.fixtures.redis_server import free_port
+from tests.fixtures.redis_server import RedisServer, free_port
 from tests.web import demo
 from tests.web.client import Client
 from tests.web.conftest import AppFactory
@@ -267,6 +268,26 @@ def test_security_headers(client: Client) -> None:
     assert "frame-ancestors 'none'" in policy
     assert page.header("X-Content-Type-Options") == "nosniff"
     assert page.header("Cache-Control") == "no-store"
+
+
+def test_redis_outage_logged_once(
+    client: Client, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pages respond 503 while Redis is down; one log line marks the start, one the end."""
+    redis_server.stop()
+    try:
+        with caplog.at_level(logging.INFO, logger="pyqueue.web"):
+            down = [client.get("/stats.json") for _ in range(3)]
+    finally:
+        redis_server.start()
+    with caplog.at_level(logging.INFO, logger="pyqueue.web"):
+        up = client.get("/stats.json")
+    assert [page.status for page in down] == [503, 503, 503]
+    assert "Redis is unreachable" in down[0].text
+    assert up.status == 200
+    messages = [record.getMessage() for record in caplog.records]
+    assert len([m for m in messages if m.startswith("Redis is unavailable")]) == 1
+    assert len([m for m in messages if m.startswith("Redis is available again")]) == 1
 
 
 def test_redis_down(make_app: AppFactory) -> None:
