@@ -1,0 +1,1 @@
+"""Python job queues that the benchmark compares with pyqueue, run from .bench-venv."""
