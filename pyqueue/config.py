@@ -46,8 +46,10 @@ class Settings:
     # Also write <identity>:workers, which Sidekiq 6.4.1's Web UI reads.
     legacy_workers_key: bool = True
     timestamp_mode: str = "float_seconds"
-    fetch: str = "basic"
-    # A job recovered from a dead process's working list this many times goes to the dead set.
+    # "reliable" keeps a running job in a per-process working list until it is
+    # acknowledged; "basic" is Sidekiq's BRPOP, which loses it if the process dies.
+    fetch: str = "reliable"
+    # A job recovered from dead processes more than this many times goes to the dead set.
     max_recoveries: int = 3
     processes: int = 1
     redis_pool_size: int | None = None
@@ -290,5 +292,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(
                 f"setting {name} must be greater than 0, got {getattr(settings, name)!r}"
             )
+    if settings.max_recoveries < 0:
+        raise ConfigError(
+            f"setting max_recoveries must be 0 or more, got {settings.max_recoveries!r}"
+        )
     if settings.metrics_port is not None and not 0 < settings.metrics_port < 65536:
         raise ConfigError(f"setting metrics_port must be a TCP port, got {settings.metrics_port!r}")

@@ -8,17 +8,24 @@ ends.
 
 ``BasicFetch`` is Sidekiq's: ``BRPOP queue:a queue:b ... 2``. A job popped by
 a process that then crashes is lost, because Redis holds no copy while the
-job runs; that is Sidekiq's open-source behaviour. A reliable strategy that
-keeps a copy in a per-process working list (``pyqueue:working:<identity>``)
-implements the same ``Fetcher`` protocol, so the processor does not change.
+job runs; that is Sidekiq's open-source behaviour.
+
+``ReliableFetch`` (the default) moves each job atomically from its queue into
+the process's working list ``pyqueue:working:<identity>`` and removes it from
+there when the job is acknowledged. If the process dies first, the copy
+stays, and ``pyqueue.recovery`` pushes it back to its queue: a job runs at
+least once, and twice only when its process died or lost Redis while it ran.
+Both implement the same ``Fetcher`` protocol, so the processor does not change.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 # After a failed fetch the thread waits this long, so an outage does not spin.
 ERROR_PAUSE = 1.0
+# Pool connections kept free of blocking fetches for the heartbeat, the
+# scheduled and cron pollers and recovery, so that idle threads cannot starve them.
+RESERVED_CONNECTIONS = 4
 
 
 @dataclass(eq=False)
@@ -71,6 +81,10 @@ class Fetcher(Protocol):
 
     def bulk_requeue(self, units: Sequence[UnitOfWork]) -> None: ...
 
+    def drain(self) -> None:
+        """Hand back whatever the fetcher still holds, once the processors have stopped."""
+        ...
+
 
 def expand_queues(queues: Sequence[tuple[str, int]]) -> list[str]:
     """Repeat each queue name ``max(weight, 1)`` times, as Sidekiq does."""
@@ -95,10 +109,39 @@ def queue_order(queues: Sequence[tuple[str, int]], rng: random.Random | None = N
     return list(dict.fromkeys(expanded))
 
 
+class FetchGate:
+    """Caps how many threads wait in a blocking fetch at the same time.
+
+    A blocking fetch holds a pool connection for up to 2 s. With more threads
+    than pool connections, idle threads would hold every connection, and the
+    heartbeat, the pollers and acknowledgements would queue behind them (the
+    heartbeat long enough for the process to look dead). ``limit`` None means
+    no cap.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit) if limit is not None else None
+
+    @contextmanager
+    def slot(self, timeout: float) -> Iterator[bool]:
+        """Yield True while holding a slot, or False when none came free within ``timeout`` s."""
+        if self._slots is None:
+            yield True
+            return
+        acquired = self._slots.acquire(timeout=timeout)
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                self._slots.release()
+
+
 class BasicFetch:
     """Sidekiq's fetch: a blocking pop from the tail of the queue lists.
 
     ``sleep`` is injectable so tests of the error path do not wait.
+    ``blocking_limit`` caps the threads inside BRPOP at once (see FetchGate).
     """
 
     def __init__(
@@ -108,6 +151,7 @@ class BasicFetch:
         *,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        blocking_limit: int | None = None,
     ) -> None:
         self.redis = conn
         self.queues = tuple(queues)
@@ -115,6 +159,7 @@ class BasicFetch:
         self._strict_keys = [keys.queue(name) for name in queue_order(self.queues)]
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._gate = FetchGate(blocking_limit)
         self.outage = OutageLog(logger, "Redis")
 
     def queue_keys(self) -> list[str]:
@@ -127,7 +172,10 @@ class BasicFetch:
         # BRPOP waits at most FETCH_TIMEOUT (2 s), so an idle thread notices a
         # stop quickly and an empty queue costs one command per 2 s, never a spin.
         try:
-            result = self.redis.brpop(self.queue_keys(), timeout=FETCH_TIMEOUT)
+            with self._gate.slot(FETCH_TIMEOUT) as admitted:
+                if not admitted:
+                    return None
+                result = self.redis.brpop(self.queue_keys(), timeout=FETCH_TIMEOUT)
         except redis.RedisError as exc:
             self.outage.failed(exc)
             self._sleep(ERROR_PAUSE)
@@ -165,14 +213,27 @@ class BasicFetch:
         for unit in units:
             unit.requeued = True
 
+    def drain(self) -> None:
+        # Nothing to do: Redis holds no copy of the jobs this process fetched.
+        return None
+
 
 def build_fetcher(settings: Settings, conn: redis.Redis, identity: str) -> Fetcher:
-    """Return the fetch strategy that ``settings.fetch`` names."""
+    """Return the fetch strategy that ``settings.fetch`` names: reliable or basic."""
+    limit = blocking_limit(settings)
     if settings.fetch == "basic":
-        return BasicFetch(conn, settings.queues)
-    # TODO: add ReliableFetch (LMOVE into keys.working(identity), recovery of a dead
-    # process's list) as a second Fetcher; until then "reliable" is rejected at start.
-    raise ConfigError(
-        f"setting fetch is {settings.fetch!r}, which this version does not implement yet; "
-        "use fetch: basic"
-    )
+        return BasicFetch(conn, settings.queues, blocking_limit=limit)
+    if settings.fetch == "reliable":
+        # Imported here because reliable_fetch builds on this module.
+        from pyqueue.reliable_fetch import ReliableFetch
+
+        return ReliableFetch(conn, settings.queues, identity, blocking_limit=limit)
+    raise ConfigError(f"setting fetch is {settings.fetch!r}; choose reliable or basic")
+
+
+def blocking_limit(settings: Settings) -> int | None:
+    """Return the cap on threads in a blocking fetch, or None when the pool has room for all."""
+    spare = settings.pool_size - RESERVED_CONNECTIONS
+    if spare >= settings.concurrency:
+        return None
+    return max(spare, 1)

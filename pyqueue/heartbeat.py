@@ -119,8 +119,13 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="pyqueue-heartbeat", daemon=True)
 
     def start(self) -> None:
+        """Beat once in the calling thread, then every interval on the heartbeat thread."""
         # started_at is the time of the first beat, as in Sidekiq.
         self.info_json = dumps(process_info(self.settings, self.identity, self.clock()))
+        # The first beat registers the process before its processors fetch:
+        # recovery in other processes takes a working list without a live
+        # heartbeat for the list of a dead process.
+        self.beat()
         self._thread.start()
 
     def beat_soon(self) -> None:
@@ -136,10 +141,12 @@ class Heartbeat:
         self.clear()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.beat()
+        while True:
             self._wake.wait(self.settings.heartbeat_interval)
             self._wake.clear()
+            if self._stop.is_set():
+                return
+            self.beat()
 
     def beat(self) -> None:
         """Send one heartbeat; a Redis error is logged once per outage and skipped."""

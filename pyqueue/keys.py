@@ -34,6 +34,9 @@ CRON_JOBS = "cron_jobs"
 # pyqueue's own keys.
 CRON_LOADED = "pyqueue:cron:loaded"  # SET of cron job names loaded from pyqueue's schedule file
 WORKING_PREFIX = "pyqueue:working:"  # LIST per process for reliable fetch
+WORKING_INDEX = "pyqueue:working_index"  # SET of identities that may own a working list
+RECOVERY_LOCK = "pyqueue:recovery_lock"  # STRING lock, NX EX 60, for the periodic recovery
+RECOVERIES_PREFIX = "pyqueue:recoveries:"  # STRING per jid: times recovered from a dead process
 
 
 def queue(name: str) -> str:
@@ -69,6 +72,11 @@ def signals(identity: str) -> str:
 def working(identity: str) -> str:
     """Return the reliable-fetch working LIST of a process."""
     return WORKING_PREFIX + identity
+
+
+def recoveries(jid: str) -> str:
+    """Return the counter of how often the job ``jid`` was recovered from a dead process."""
+    return RECOVERIES_PREFIX + jid
 
 
 def cron_index(namespace: str | None = None) -> str:

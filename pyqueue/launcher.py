@@ -7,6 +7,8 @@
 - the scheduled poller (``retry`` and ``schedule`` sets),
 - the cron poller (sidekiq-cron jobs; every process runs one, as with
   sidekiq-cron, and the ZADD of each tick keeps a job from running twice),
+- recovery of the jobs that dead processes left in their working lists
+  (once at start, before the first fetch, then about every minute),
 - the metrics endpoint when ``metrics_port`` is set,
 
 and blocks until a stop is requested. Signals: TERM and INT stop
@@ -40,6 +42,7 @@ from pyqueue.heartbeat import Heartbeat, make_identity
 from pyqueue.manager import Manager
 from pyqueue.middleware import ServerChain
 from pyqueue.processor import ProcessorContext, server_middleware
+from pyqueue.recovery import Recovery, RecoveryService
 from pyqueue.stats import Counters, WorkState
 
 logger = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class Launcher:
             middleware=middleware if middleware is not None else server_middleware,
         )
         self.manager = Manager(context, settings.concurrency)
+        self.recovery = Recovery(self.redis, settings, self.identity)
         self.heartbeat = Heartbeat(
             self.redis,
             settings,
@@ -137,6 +141,7 @@ class Launcher:
         )
         self._threads_started = True
         self.heartbeat.start()
+        self._recover_dead_processes()
         self.manager.start()
         for service in self.services:
             service.start()
@@ -186,6 +191,7 @@ class Launcher:
             logger.info("stopping: waiting up to %s s for running jobs", self.settings.timeout)
             self.quiet()
             self.manager.stop(deadline)
+            self.manager.context.fetcher.drain()
             self.heartbeat.stop()
         if self._metrics is not None and hasattr(self._metrics, "stop"):
             self._metrics.stop()
@@ -214,7 +220,11 @@ class Launcher:
     def _build_services(self) -> list[Service]:
         from pyqueue.scheduled import Poller
 
-        services: list[Service] = [Poller(self.redis, self.settings, self.client)]
+        orphan_check = getattr(self.manager.context.fetcher, "reclaim_orphans", None)
+        services: list[Service] = [
+            Poller(self.redis, self.settings, self.client),
+            RecoveryService(self.recovery, orphan_check=orphan_check),
+        ]
         if self.settings.schedule_file or self.settings.cron_poll_interval > 0:
             from pyqueue.cron import CronPoller, load_schedule_file
 
@@ -223,6 +233,17 @@ class Launcher:
             if self.settings.cron_poll_interval > 0:
                 services.append(CronPoller(self.redis, self.settings, self.client))
         return services
+
+    def _recover_dead_processes(self) -> None:
+        # Before the first fetch, so that the jobs of a process that was killed
+        # are back at the tail of their queues and run first.
+        try:
+            recovered = self.recovery.recover_dead()
+        except redis.RedisError as exc:
+            logger.error("recovery at start failed, it runs again within a minute: %s", exc)
+            return
+        if recovered:
+            logger.info("recovered %d jobs from the working lists of dead processes", recovered)
 
     def _start_metrics(self) -> None:
         if self.settings.metrics_port is None:

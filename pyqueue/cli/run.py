@@ -85,7 +85,12 @@ from pyqueue.log import setup
     default=None,
     help="Environment name; picks that section of the config file (default development).",
 )
-@click.option("--fetch", default=None, help="Fetch strategy: basic (default).")
+@click.option(
+    "--fetch",
+    default=None,
+    help="Fetch strategy: reliable (default; a killed process's jobs are recovered) "
+    "or basic (Sidekiq's BRPOP; they are lost).",
+)
 @click.option(
     "--processes",
     metavar="N",

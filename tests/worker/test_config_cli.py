@@ -79,7 +79,7 @@ def test_flags_map_to_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         (["-q", "critical,-1"], "weight -1"),
         (["--log-format", "xml"], "log_format"),
         (["-t", "soon"], "timeout"),
-        (["--fetch", "reliable"], "setting fetch is 'reliable'"),
+        (["--fetch", "fast"], "setting fetch is 'fast'"),
     ],
 )
 def test_invalid_flag_exits_5(args: list[str], setting: str) -> None:

@@ -178,6 +178,7 @@ def test_strict_queues_drain_in_order(r: redis.Redis, launch: LaunchFactory) -> 
 def test_idle_workers_do_not_spin(fresh_redis: redis.Redis, launch: LaunchFactory) -> None:
     """Five idle threads send about one BRPOP each per 2 s and no other pops."""
     launcher = launch(
+        fetch="basic",
         concurrency=5,
         queues=[["a", 5], ["b", 3], ["c", 1], ["d", 1]],
         heartbeat_interval=10,

@@ -1,0 +1,252 @@
+"""ReliableFetch on the private Redis: order, the working list, acknowledge, requeue, idle cost."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+import redis
+
+from pyqueue import config
+from pyqueue.fetch import BasicFetch, blocking_limit, build_fetcher
+from pyqueue.reliable_fetch import ReliableFetch
+from tests.reliability.support import MARK, jid_of, job
+from tests.worker.conftest import LaunchFactory, wait_for
+
+IDENTITY = "test-host:1:aaaaaaaaaaaa"
+WORKING = f"pyqueue:working:{IDENTITY}"
+
+
+def fill(conn: redis.Redis, queue: str, count: int, start: int = 0) -> list[str]:
+    raws = [job(MARK, [], jid_of(start + i), queue=queue) for i in range(count)]
+    if raws:
+        conn.lpush(f"queue:{queue}", *raws)
+    return raws
+
+
+def test_strict_order_while_work_waits(r: redis.Redis) -> None:
+    fetcher = ReliableFetch(r, [("critical", 0), ("default", 0), ("low", 0)], IDENTITY)
+    low = fill(r, "low", 1, start=100)
+    default = fill(r, "default", 2, start=200)
+    critical = fill(r, "critical", 2, start=300)
+
+    units = [fetcher.retrieve_work() for _ in range(5)]
+
+    assert [(u.queue, u.raw) for u in units if u] == [
+        ("critical", critical[0]),
+        ("critical", critical[1]),
+        ("default", default[0]),
+        ("default", default[1]),
+        ("low", low[0]),
+    ]
+    assert r.llen(WORKING) == 5
+    assert r.smembers("pyqueue:working_index") == {IDENTITY}
+    assert r.exists("queue:critical", "queue:default", "queue:low") == 0
+
+
+def test_weighted_order_matches_weights(r: redis.Redis) -> None:
+    """With weights 3:1, about a quarter of the first 400 fetches take a low job."""
+    fill(r, "critical", 600)
+    fill(r, "low", 600, start=1000)
+    # A fixed seed keeps the count inside the bounds; the bounds hold for about
+    # 999 of 1,000 seeds (binomial estimate, n=400, p=0.25).
+    fetcher = ReliableFetch(r, [("critical", 3), ("low", 1)], IDENTITY, rng=random.Random(7))
+
+    queues = Counter(unit.queue for unit in (fetcher.retrieve_work() for _ in range(400)) if unit)
+
+    assert sum(queues.values()) == 400
+    assert 70 <= queues["low"] <= 130, queues
+
+
+def test_acknowledge_removes_from_working_list(r: redis.Redis) -> None:
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY)
+    first, second = fill(r, "default", 2)
+    unit = fetcher.retrieve_work()
+    other = fetcher.retrieve_work()
+    assert unit is not None
+    assert other is not None
+    assert (unit.raw, other.raw) == (first, second)
+
+    unit.acknowledge()
+
+    assert r.lrange(WORKING, 0, -1) == [second]
+    other.acknowledge()
+    assert r.exists(WORKING) == 0
+
+
+def test_requeue_returns_job_to_tail(r: redis.Redis) -> None:
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY)
+    first, second = fill(r, "default", 2)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+
+    unit.requeue()
+
+    assert unit.requeued
+    assert r.exists(WORKING) == 0
+    # The job went back to the tail, so it is fetched before the one that waited.
+    again = fetcher.retrieve_work()
+    assert again is not None
+    assert again.raw == first
+    assert r.lrange("queue:default", 0, -1) == [second]
+
+
+def test_requeue_skips_job_already_recovered(r: redis.Redis) -> None:
+    """A job that recovery took from the working list is not pushed a second time."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY)
+    (raw,) = fill(r, "default", 1)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+    r.delete(WORKING)
+    r.rpush("queue:default", raw)
+
+    unit.requeue()
+
+    assert r.lrange("queue:default", 0, -1) == [raw]
+
+
+def test_fetch_blocks_when_idle(r: redis.Redis) -> None:
+    fetcher = ReliableFetch(r, [("a", 0), ("b", 0)], IDENTITY)
+    started = time.monotonic()
+    assert fetcher.retrieve_work() is None
+    assert 1.5 < time.monotonic() - started < 5
+
+    results: list[object] = []
+    waiter = threading.Thread(target=lambda: results.append(fetcher.retrieve_work()))
+    waiter.start()
+    wait_for(lambda: sum(fetcher._blocked.values()) == 1)
+    (queue,) = [name for name, count in fetcher._blocked.items() if count]
+    (raw,) = fill(r, queue, 1)
+    waiter.join(timeout=5)
+
+    unit = results[0]
+    assert unit is not None
+    assert (unit.queue, unit.raw) == (queue, raw)  # type: ignore[attr-defined]
+    assert r.lrange(WORKING, 0, -1) == [raw]
+
+
+def test_idle_threads_spread_over_queues(r: redis.Redis) -> None:
+    """Four idle threads block on four different queues, so each queue has a waiting thread."""
+    queues = [("a", 0), ("b", 0), ("c", 0), ("d", 0)]
+    fetcher = ReliableFetch(r, queues, IDENTITY)
+    threads = [threading.Thread(target=fetcher.retrieve_work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+
+    wait_for(lambda: sum(fetcher._blocked.values()) == 4)
+    assert dict(fetcher._blocked) == {"a": 1, "b": 1, "c": 1, "d": 1}
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+def test_idle_worker_does_not_spin(fresh_redis: redis.Redis, launch: LaunchFactory) -> None:
+    """Five idle threads send about one script call and one BLMOVE each per 2 s."""
+    launcher = launch(
+        concurrency=5,
+        queues=[["a", 5], ["b", 3], ["c", 1], ["d", 1]],
+        heartbeat_interval=10,
+    )
+    time.sleep(6)
+    launcher.stop()
+
+    stats = fresh_redis.info("commandstats")
+    rounds_bound = 5 * 6 / 2 * 1.2 + 5
+    blmove = stats.get("cmdstat_blmove", {}).get("calls", 0)
+    scripts = stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    assert 0 < blmove <= rounds_bound
+    assert 0 < scripts <= rounds_bound + 5
+    # Each script call tries the four queues once.
+    assert stats.get("cmdstat_lmove", {}).get("calls", 0) <= 4 * scripts
+    assert "cmdstat_brpop" not in stats
+    assert "cmdstat_rpop" not in stats or stats["cmdstat_rpop"]["calls"] <= 2
+
+
+def test_acknowledge_retried_after_outage(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished job whose LREM failed leaves the working list before the next fetch."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, sleep=lambda _: None)
+    fill(r, "default", 1)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+
+    def fail(*args: object) -> None:
+        raise redis.ConnectionError("connection lost")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fetcher.redis, "lrem", fail)
+        unit.acknowledge()
+    assert r.llen(WORKING) == 1
+    # An acknowledgement that failed is not an orphan.
+    assert fetcher.reclaim_orphans() == 0
+    assert fetcher.reclaim_orphans() == 0
+
+    assert fetcher.retrieve_work() is None
+
+    assert r.exists(WORKING) == 0
+    assert r.llen("queue:default") == 0
+
+
+def test_orphan_pushed_back_on_second_check(r: redis.Redis) -> None:
+    """A copy that no thread runs (its fetch reply was lost) returns to its queue."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY)
+    orphan = job(MARK, [], jid_of(1))
+    running = job(MARK, [], jid_of(2))
+    r.lpush("queue:default", running)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+    r.lpush(WORKING, orphan)
+
+    assert fetcher.reclaim_orphans() == 0
+    assert fetcher.reclaim_orphans() == 1
+
+    assert r.lrange("queue:default", 0, -1) == [orphan]
+    assert r.lrange(WORKING, 0, -1) == [running]
+
+
+def test_drain_empties_working_list(r: redis.Redis) -> None:
+    fetcher = ReliableFetch(r, [("default", 0), ("low", 0)], IDENTITY)
+    fill(r, "default", 2)
+    fill(r, "low", 1, start=10)
+    units = [fetcher.retrieve_work() for _ in range(3)]
+    assert all(units)
+
+    fetcher.drain()
+
+    assert r.exists(WORKING) == 0
+    assert r.smembers("pyqueue:working_index") == set()
+    # Oldest at the tail, so the drained jobs run again in their first order.
+    assert [str(raw) for raw in r.lrange("queue:default", 0, -1)] == [units[1].raw, units[0].raw]  # type: ignore[union-attr]
+    assert r.llen("queue:low") == 1
+
+
+def test_build_fetcher_follows_setting(r: redis.Redis) -> None:
+    reliable = build_fetcher(config.build({}), r, IDENTITY)
+    basic = build_fetcher(config.build({"fetch": "basic"}), r, IDENTITY)
+
+    assert isinstance(reliable, ReliableFetch)
+    assert isinstance(basic, BasicFetch)
+
+
+def test_blocking_limit_leaves_connections_free() -> None:
+    assert blocking_limit(config.build({"concurrency": 5})) is None
+    assert blocking_limit(config.build({"concurrency": 20, "redis_pool_size": 8})) == 4
+    assert blocking_limit(config.build({"concurrency": 20, "redis_pool_size": 3})) == 1
+
+
+def test_idle_threads_leave_heartbeat_a_connection(r: redis.Redis, launch: LaunchFactory) -> None:
+    """Ten idle threads on a pool of six connections: the heartbeat keeps beating."""
+    launcher = launch(concurrency=10, redis_pool_size=6, heartbeat_interval=0.2, timeout=20)
+    time.sleep(1)
+    beats = set()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        beats.add(r.hget(launcher.identity, "beat"))
+        time.sleep(0.05)
+
+    assert len(beats) >= 8
+    # No job runs, so the stop does not wait for the 20 s timeout.
+    stopped = time.monotonic()
+    launcher.stop()
+    assert time.monotonic() - stopped < 10
