@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 # How often stop() re-checks a deadline that stop_now() may have moved.
 _WAIT_SLICE = 0.1
+# Once no job runs, stop() gives the threads this long to come back from a
+# fetch: a BRPOP or BLMOVE returns within FETCH_TIMEOUT, so a job it takes in
+# that time is handed back by its own thread before the process exits.
+IDLE_GRACE = FETCH_TIMEOUT + 1.0
 
 
 class Manager:
@@ -82,14 +86,33 @@ class Manager:
     def stop(self, deadline: float) -> None:
         """Quiet, wait until ``deadline`` (``time.monotonic()`` seconds), then push back.
 
-        Returns when every thread has finished, or right after the jobs still
-        running at the deadline were pushed back to their queues.
+        Returns when every thread has finished, ``IDLE_GRACE`` seconds after
+        the last job finished even if a thread is still stuck in a fetch, or
+        right after the jobs still running at the deadline were pushed back.
         """
         self.quiet()
         self._deadline = deadline
-        if self._wait_until(lambda: time.monotonic() >= self._deadline):
+        idle_since: list[float] = []
+
+        def give_up() -> bool:
+            now = time.monotonic()
+            if now >= self._deadline:
+                return True
+            if self._running():
+                idle_since.clear()
+                return False
+            if not idle_since:
+                idle_since.append(now)
+            return now - idle_since[0] >= IDLE_GRACE
+
+        if self._wait_until(give_up):
             return
-        self._hard_shutdown()
+        with self._lock:
+            running, left = self._running(), len(self._processors)
+        if running:
+            self._hard_shutdown()
+            return
+        logger.info("no job is running; not waiting for %d threads still in a fetch", left)
 
     def stop_now(self) -> None:
         """Move the stop deadline to now: a second TERM or INT. Safe in a signal handler."""
@@ -154,6 +177,14 @@ class Manager:
         busy = {processor for processor, _ in running}
         self._wait_until(lambda: time.monotonic() >= idle_deadline or self._only_busy_left(busy))
 
+    def _running(self) -> bool:
+        """Return True while a thread runs or acknowledges a job. The caller holds self._lock."""
+        # The work state covers a job from its decoding until after its
+        # acknowledgement, while ``current`` covers it from the fetch until its outcome.
+        if len(self.context.work) > 0:
+            return True
+        return any(processor.current is not None for processor in self._processors)
+
     def _only_busy_left(self, busy: set[Processor]) -> bool:
         # The caller holds self._lock.
         return self._processors <= busy
@@ -173,6 +204,9 @@ class Manager:
                 )
             return
         for unit in units:
+            if not unit.requeued:
+                # The fetcher kept the job and logged why (reliable fetch keeps it for recovery).
+                continue
             logger.info("pushed back to queue %s jid=%s", unit.queue, _jid(unit))
             payload = _decoded(unit)
             events.job_finished(unit.queue, display_class(payload), 0.0, events.REQUEUED)
