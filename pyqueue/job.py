@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from pyqueue import controls
 from pyqueue.client import Client, default_client, scheduled_time
 from pyqueue.errors import JobDefinitionError, UnknownJobClass
 from pyqueue.payload import Payload
@@ -45,6 +46,11 @@ class Job:
     most N retries, 0 = straight to the dead set, False = no retry and no dead
     set), ``backtrace`` (True or a line count), ``dead`` (False skips the dead
     set), ``retry_queue``, ``retry_for`` (seconds) and ``tags``.
+
+    Job controls (see pyqueue.controls): ``unique`` (True or a lock type),
+    ``unique_ttl`` (seconds, default 3600), ``unique_key`` (a function of the
+    args), ``on_conflict``, ``timeout`` (seconds a run may take) and
+    ``expires_in`` (seconds after which an unstarted job is dropped).
     """
 
     job_name: ClassVar[str] = "Job"
@@ -55,6 +61,12 @@ class Job:
     retry_queue: ClassVar[str | None] = None
     retry_for: ClassVar[int | None] = None
     tags: ClassVar[list[str] | None] = None
+    unique: ClassVar[bool | str | None] = None
+    unique_ttl: ClassVar[int | float | None] = None
+    unique_key: ClassVar[Callable[..., Any] | None] = None
+    on_conflict: ClassVar[str | None] = None
+    timeout: ClassVar[int | float | None] = None
+    expires_in: ClassVar[int | float | None] = None
 
     jid: str
     payload: Payload
@@ -142,7 +154,7 @@ class JobSetter:
         return JobSetter(self.job, {**self.options, **options})
 
     def perform_async(self, *args: Any) -> str | None:
-        return self._client().push(self._item(list(args)))
+        return controls.push(self._client(), self._item(list(args)))
 
     def perform_in(self, interval: float | dt.timedelta, *args: Any) -> str | None:
         seconds = interval.total_seconds() if isinstance(interval, dt.timedelta) else interval
@@ -155,14 +167,14 @@ class JobSetter:
     def perform_bulk(self, args_list: list[list[Any]], batch_size: int = 1000) -> list[str | None]:
         item = self._item(args_list)
         item["batch_size"] = batch_size
-        return self._client().push_bulk(item)
+        return controls.push_bulk(self._client(), item)
 
     def _perform_scheduled(self, at: float, args: list[Any]) -> str | None:
         item = self._item(args)
         # As in Sidekiq, a time already passed goes straight to the queue.
         if at > time.time():
             item["at"] = at
-        return self._client().push(item)
+        return controls.push(self._client(), item)
 
     def _item(self, args: Any) -> dict[str, Any]:
         options = {k: v for k, v in self.options.items() if k != "client"}
@@ -239,6 +251,7 @@ def _validate_options(cls: type[Job]) -> None:
             )
     if not cls.queue:
         raise JobDefinitionError(f"{cls.__qualname__}.queue must be a non-empty string")
+    controls.check_class_options(cls)
 
 
 def register(cls: type[Job]) -> None:

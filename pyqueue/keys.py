@@ -87,3 +87,19 @@ def cron_index(namespace: str | None = None) -> str:
 def cron_job(name: str, namespace: str | None = None) -> str:
     """Return a cron job's HASH: ``cron_job:<name>``, or ``cron_job:<namespace>:<name>`` (v2)."""
     return f"cron_job:{name}" if namespace is None else f"cron_job:{namespace}:{name}"
+
+
+# Job controls (pyqueue.unique, pyqueue.ratelimit, pyqueue.expiry).
+UNIQUE_PREFIX = "pyqueue:unique:"  # STRING per unique digest: the jid holding the lock, with a TTL
+RATE_LIMIT_PREFIX = "pyqueue:ratelimit:"  # ZSET per limiter: "<kind>:<name>"
+STAT_EXPIRED = "pyqueue:stat:expired"  # count of expired jobs dropped without running
+
+
+def unique_lock(digest: str) -> str:
+    """Return the unique lock STRING of a job digest."""
+    return UNIQUE_PREFIX + digest
+
+
+def rate_limiter(kind: str, name: str) -> str:
+    """Return a rate limiter's ZSET, e.g. ``pyqueue:ratelimit:window:sendgrid``."""
+    return f"{RATE_LIMIT_PREFIX}{kind}:{name}"

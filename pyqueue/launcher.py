@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import redis
 
-from pyqueue import __version__
+from pyqueue import __version__, controls
 from pyqueue.client import Client, default_client
 from pyqueue.config import Settings
 from pyqueue.connection import check_server_version, create_redis
@@ -95,7 +95,11 @@ class Launcher:
             retry=RetryHandler(self.redis, settings),
             counters=self.counters,
             work=self.work,
-            middleware=middleware if middleware is not None else server_middleware,
+            # Job controls (unique locks, expiry, time limits, rate-limit reschedules)
+            # run around the process-wide chain, or around the one passed in.
+            middleware=controls.server_chain(
+                self.redis, settings, middleware if middleware is not None else server_middleware
+            ),
         )
         self.manager = Manager(context, settings.concurrency)
         self.recovery = Recovery(self.redis, settings, self.identity)
