@@ -86,6 +86,16 @@ class SupervisorProcess:
         pids: list[int] = wait_for(registered, timeout=15)
         return pids
 
+    def wait_for_new_child(self, known: set[int]) -> int:
+        """Wait until a child runs whose pid is not in ``known``; return its pid."""
+
+        def new_child() -> int:
+            fresh = set(self.children()) - known
+            return fresh.pop() if fresh else 0
+
+        pid: int = wait_for(new_child)
+        return pid
+
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 

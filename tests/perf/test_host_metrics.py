@@ -30,7 +30,17 @@ def busy_and_concurrency(url: str) -> tuple[float | None, float | None]:
     return value(samples, "pyqueue_busy_workers"), value(samples, "pyqueue_concurrency")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+# After SIGKILL, basic fetch has lost the killed child's 5 jobs, while
+# reliable fetch recovers them from its working list for the new child.
+# After TERM the child pushes its jobs back, and the new child runs them.
+@pytest.mark.parametrize(
+    ("signum", "fetch", "expected_busy"),
+    [
+        (signal.SIGKILL, "basic", 5),
+        (signal.SIGKILL, "reliable", 10),
+        (signal.SIGTERM, "basic", 10),
+    ],
+)
 def test_host_metrics_follow_live_children(
     supervisor: SupervisorFactory,
     r: redis.Redis,
@@ -38,12 +48,14 @@ def test_host_metrics_follow_live_children(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     signum: int,
+    fetch: str,
+    expected_busy: int,
 ) -> None:
     metrics_dir = tmp_path / "metrics"
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    handle = supervisor("-c", "5", "--metrics-port", str(port))
+    handle = supervisor("-c", "5", "--fetch", fetch, "--metrics-port", str(port))
     first, second = handle.wait_for_children(r, 2)
     client = Client(redis_url)
     client.push_bulk({"class": "PerfSuite::Noop", "args": [[] for _ in range(100)]})
@@ -54,15 +66,12 @@ def test_host_metrics_follow_live_children(
     counter_files = sorted(metrics_dir.glob(f"counter_{first}.db"))
 
     os.kill(first, signum)
-    new_pid = wait_for(lambda: (set(handle.children()) - {first, second} or {0}).pop())
-    # After SIGKILL no process runs the killed child's 5 jobs during the test.
-    # TERM pushes them back to the queue, and the new child runs them.
-    expected_busy = 5 if signum == signal.SIGKILL else 10
+    new_pid = handle.wait_for_new_child({first, second})
     wait_for(lambda: busy_and_concurrency(url) == (expected_busy, 10), timeout=15)
     after = scrape(url)
     r.set(RELEASE_KEY, 1)
 
-    assert new_pid != 0
+    assert new_pid not in (first, second)
     assert value(before, "pyqueue_busy_workers") == 10
     assert value(after, "pyqueue_busy_workers") == expected_busy
     assert value(after, "pyqueue_concurrency") == 10

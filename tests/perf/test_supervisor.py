@@ -42,8 +42,7 @@ def test_killed_child_is_restarted(supervisor: SupervisorFactory, r: redis.Redis
     first, second = handle.wait_for_children(r, 2)
 
     os.kill(first, signal.SIGKILL)
-    replacement = wait_for(lambda: set(handle.children()) - {first, second})
-    new_pid = replacement.pop()
+    new_pid = handle.wait_for_new_child({first, second})
     wait_for(lambda: new_pid in registered_pids(r))
 
     assert sorted(handle.children()) == sorted([second, new_pid])
