@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import sys
+import time
 import urllib.error
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
@@ -26,6 +27,7 @@ import redis
 import sendgrid
 
 from app_jobs.settings import AppSettings
+from pyqueue import ratelimit
 from pyqueue.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -119,15 +121,21 @@ class SendGridMailer:
     between worker threads.
     """
 
-    def __init__(self, settings: AppSettings) -> None:
+    def __init__(
+        self, settings: AppSettings, limiter: ratelimit.WindowLimiter | None = None
+    ) -> None:
         if not settings.sendgrid_api_key:
             raise ConfigError(
                 "SENDGRID_API_KEY is empty; set it to a key with the Mail Send permission, "
                 "or set APP_JOBS_EMAIL_BACKEND=console for local development"
             )
         self.settings = settings
+        self.limiter = limiter if limiter is not None else sendgrid_limiter(settings)
 
     def send(self, email: OutgoingEmail) -> SendResult:
+        not_sent = self._take_rate_limit_slot()
+        if not_sent is not None:
+            return not_sent
         client = sendgrid.SendGridAPIClient(
             api_key=self.settings.sendgrid_api_key, host=self.settings.sendgrid_host
         )
@@ -170,6 +178,41 @@ class SendGridMailer:
 
     def _redact(self, text: str) -> str:
         return text.replace(self.settings.sendgrid_api_key, "[api key]")
+
+    def _take_rate_limit_slot(self) -> SendResult | None:
+        """Wait for a slot of APP_JOBS_SENDGRID_RATE_LIMIT; return a retry result if none frees.
+
+        Without a slot nothing is sent. The caller queues the delivery again,
+        and that counts as one failed request toward MAX_SEND_ERRORS.
+        """
+        if self.limiter is None:
+            return None
+        try:
+            self.limiter.acquire()
+        except ratelimit.OverLimit as exc:
+            return SendResult(
+                "retry",
+                error=f"not sent: {exc} (APP_JOBS_SENDGRID_RATE_LIMIT)",
+                retry_at=time.time() + exc.retry_after,
+            )
+        except redis.RedisError as exc:
+            return SendResult(
+                "retry", error=f"not sent: the SendGrid rate limiter could not reach Redis: {exc}"
+            )
+        return None
+
+
+def sendgrid_limiter(settings: AppSettings) -> ratelimit.WindowLimiter | None:
+    """Return the window limiter that APP_JOBS_SENDGRID_RATE_LIMIT sets, or None when unset.
+
+    It waits up to one window for a slot, which always frees by then unless
+    other workers take it first. It uses the process-wide pyqueue client's Redis.
+    """
+    rate = settings.sendgrid_rate
+    if rate is None:
+        return None
+    limit, period = rate
+    return ratelimit.window("sendgrid", limit, per=period, wait_timeout=period)
 
 
 def error_message(body: bytes | str | None, reason: str | None = None) -> str:

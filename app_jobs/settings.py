@@ -33,6 +33,9 @@ class AppSettings:
     sendgrid_host: str = "https://api.sendgrid.com"
     # APP_JOBS_SENDGRID_TIMEOUT: seconds for one Mail Send request.
     sendgrid_timeout: float = 10.0
+    # APP_JOBS_SENDGRID_RATE_LIMIT: "N/S" allows at most N Mail Send requests in any S
+    # seconds, counted in Redis across every worker (e.g. "600/60"). Empty: no limit.
+    sendgrid_rate_limit: str = ""
     # APP_JOBS_EMAIL_BACKEND (or EMAIL_BACKEND): sendgrid, console or file.
     email_backend: str = "sendgrid"
     # APP_JOBS_EMAIL_FILE_DIR: where the file backend writes one JSON file per email.
@@ -69,6 +72,11 @@ class AppSettings:
     web_port: int = 8000
 
     @property
+    def sendgrid_rate(self) -> tuple[int, float] | None:
+        """Return APP_JOBS_SENDGRID_RATE_LIMIT as (requests, seconds), or None when unset."""
+        return parse_rate_limit(self.sendgrid_rate_limit)
+
+    @property
     def pool_size(self) -> int:
         """Connections in the PostgreSQL pool: one per worker thread plus two."""
         return self.db_pool_size or self.worker_concurrency + 2
@@ -81,6 +89,7 @@ ENVIRONMENT: dict[str, tuple[str, ...]] = {
     "sendgrid_api_key": ("SENDGRID_API_KEY",),
     "sendgrid_host": ("APP_JOBS_SENDGRID_HOST",),
     "sendgrid_timeout": ("APP_JOBS_SENDGRID_TIMEOUT",),
+    "sendgrid_rate_limit": ("APP_JOBS_SENDGRID_RATE_LIMIT",),
     "email_backend": ("APP_JOBS_EMAIL_BACKEND", "EMAIL_BACKEND"),
     "email_file_dir": ("APP_JOBS_EMAIL_FILE_DIR",),
     "from_email": ("APP_JOBS_FROM_EMAIL",),
@@ -159,7 +168,28 @@ def _to_float(variable: str, raw: str) -> float:
         raise ConfigError(f"{variable} is {raw!r}; set it to a number of seconds") from None
 
 
+def parse_rate_limit(text: str) -> tuple[int, float] | None:
+    """Read a rate limit written "N/S" (N requests per S seconds); "" means no limit.
+
+    Raises ConfigError unless N is a whole number and S a number of seconds, both above 0.
+    """
+    if not text.strip():
+        return None
+    count, slash, seconds = text.strip().partition("/")
+    try:
+        limit, period = int(count), float(seconds)
+    except ValueError:
+        limit, period = 0, 0.0
+    if not slash or limit <= 0 or not period > 0:
+        raise ConfigError(
+            f"APP_JOBS_SENDGRID_RATE_LIMIT is {text!r}; write it as requests/seconds, "
+            "e.g. 600/60, or leave it empty for no limit"
+        )
+    return limit, period
+
+
 def _check(settings: AppSettings) -> None:
+    parse_rate_limit(settings.sendgrid_rate_limit)
     if settings.email_backend not in BACKENDS:
         raise ConfigError(
             f"APP_JOBS_EMAIL_BACKEND is {settings.email_backend!r}; "
