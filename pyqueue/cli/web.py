@@ -114,9 +114,9 @@ def web(
 
     PYQUEUE_WEB_PASSWORD=... pyqueue web --username ops --port 9393
     """
-    log.setup(log_level, log_format)
     if (username is None) != (password is None):
         raise click.UsageError("basic auth needs both --username and --password, or neither")
+    log.setup(log_level, log_format)
     settings = config.load(config_file, {"redis_url": redis_url})
     connection = tolerate_invalid_utf8(create_redis(settings.redis_url, pool_size=threads + 2))
     connection.ping()

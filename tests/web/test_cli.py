@@ -116,10 +116,12 @@ def test_username_without_password() -> None:
 
 
 def test_unreachable_redis_exits_3() -> None:
+    # In a process of its own, because the command sets up logging for the whole process.
     url = f"redis://127.0.0.1:{free_port()}/0"
-    result = CliRunner().invoke(main, ["web", "--redis-url", url])
-    assert result.exit_code == 3
-    assert "cannot reach Redis" in result.output
+    command = [*PYQUEUE, "web", "--redis-url", url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3
+    assert "cannot reach Redis" in result.stderr
 
 
 def test_port_in_use_exits_5(redis_url: str) -> None:
