@@ -28,3 +28,18 @@ class PerfBlock(Job, name="PerfSuite::Block"):
                 time.sleep(0.02)
         finally:
             conn.close()
+
+
+COUNT_KEY = "perf:ran"
+
+
+class PerfCount(Job, name="PerfSuite::Count"):
+    """Counts its runs in COUNT_KEY and takes 5 ms, so a stop finds jobs running."""
+
+    def perform(self) -> None:
+        conn = redis.Redis.from_url(os.environ["REDIS_URL"])
+        try:
+            conn.incr(COUNT_KEY)
+        finally:
+            conn.close()
+        time.sleep(0.005)

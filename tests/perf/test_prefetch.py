@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
+from pyqueue import config
+from pyqueue.client import Client
 from pyqueue.fetch import BasicFetch
+from pyqueue.launcher import Launcher
 from pyqueue.prefetch import MAX_BATCH, PrefetchFetch, batch_size_for
+from tests.perf.jobs import COUNT_KEY
 
 
 def push(r: redis.Redis, queue: str, *jobs: str) -> None:
@@ -105,3 +111,43 @@ def test_batch_size_follows_concurrency() -> None:
     assert batch_size_for(1) == 1
     assert batch_size_for(5) == 5
     assert batch_size_for(50) == MAX_BATCH
+
+
+def test_worker_stop_returns_buffered_jobs(r: redis.Redis, redis_url: str) -> None:
+    """A graceful stop while the buffer holds jobs loses none and runs none twice."""
+    settings = config.build(
+        {
+            "redis_url": redis_url,
+            "fetch": "basic",
+            "concurrency": 4,
+            "heartbeat_interval": 0.2,
+            "timeout": 2,
+            "cron_poll_interval": 0,
+            "poll_interval_average": 60,
+        }
+    )
+    Client(redis_url).push_bulk({"class": "PerfSuite::Count", "args": [[] for _ in range(300)]})
+    launcher = Launcher(settings)
+    fetcher = launcher.manager.context.fetcher
+    assert isinstance(fetcher, PrefetchFetch)
+    drained: list[int] = []
+    original_drain = fetcher.drain
+
+    def counting_drain() -> None:
+        drained.append(fetcher.buffered())
+        original_drain()
+
+    fetcher.drain = counting_drain  # type: ignore[method-assign]
+
+    launcher.start()
+    deadline = time.monotonic() + 10
+    while int(r.get(COUNT_KEY) or 0) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    launcher.stop()
+
+    ran = int(r.get(COUNT_KEY) or 0)
+    waiting = r.llen("queue:default")
+    assert len(drained) == 1
+    assert 40 <= ran < 300
+    assert ran + waiting == 300
+    assert r.get("stat:processed") == str(ran)
