@@ -222,7 +222,11 @@ def build_fetcher(settings: Settings, conn: redis.Redis, identity: str) -> Fetch
     """Return the fetch strategy that ``settings.fetch`` names: reliable or basic."""
     limit = blocking_limit(settings)
     if settings.fetch == "basic":
-        return BasicFetch(conn, settings.queues, blocking_limit=limit)
+        # Imported here because prefetch builds on this module.
+        from pyqueue.prefetch import PrefetchFetch, batch_size_for
+
+        batch_size = batch_size_for(settings.concurrency)
+        return PrefetchFetch(conn, settings.queues, batch_size=batch_size, blocking_limit=limit)
     if settings.fetch == "reliable":
         # Imported here because reliable_fetch builds on this module.
         from pyqueue.reliable_fetch import ReliableFetch
