@@ -10,8 +10,10 @@ CPython delivers such an exception only when the thread runs Python bytecode
 at a check point: a loop iteration or the start of a Python function. A
 thread blocked in one C call (``time.sleep``, ``Lock.acquire``, a socket read,
 a database driver call) finishes that call first, so ``time.sleep(60)``
-under a 5 s limit raises JobTimeout after 60 s. docs/job-controls.md lists
-what to do instead.
+under a 5 s limit raises JobTimeout after 60 s at the earliest. A job that
+returns right after such a call may even end normally, because the pending
+exception is cleared when the job returns. docs/job-controls.md lists what
+to do instead.
 """
 
 from __future__ import annotations

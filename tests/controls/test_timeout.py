@@ -60,9 +60,15 @@ def test_no_timeout_leaks_after_return() -> None:
 
 def test_sleep_in_c_not_cut_short() -> None:
     """time.sleep is one C call: JobTimeout arrives only after it returns."""
+
+    def sleep_then_compute() -> None:
+        time.sleep(0.6)
+        # Python code after the sleep, where the pending exception can land.
+        busy_loop(5.0)
+
     started = time.monotonic()
     with pytest.raises(JobTimeout):
-        run_with_time_limit(0.1, lambda: time.sleep(0.6))
+        run_with_time_limit(0.1, sleep_then_compute)
     assert time.monotonic() - started >= 0.6
 
 
