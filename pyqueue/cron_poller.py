@@ -183,6 +183,9 @@ class CronPoller:
                 job.last_enqueue_time,
             )
             return False
+        # NOTE: this is sidekiq-cron's rule and compares the enqueue time, not
+        # the tick. A tick enqueued a whole period late (only possible when no
+        # process polled for that long) therefore also skips the next tick.
         return int(job.last_run) >= tick
 
     def _warn_once(self, name: str, reason: str, message: str, *args: object) -> None:

@@ -6,6 +6,7 @@ real clock. Every tick after the job was saved must be enqueued exactly once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,26 +64,43 @@ def pushed_by_ruby(raw: str) -> bool:
     return raw.index('"class"') < raw.index('"args"')
 
 
+def save_job(r: redis.Redis, job: CronJob) -> int:
+    """Save ``job`` well inside a second; return the tick its save marked as done.
+
+    A tick counts from one second after it, so a save that straddled a whole
+    second could mark either of two ticks.
+    """
+    sleep_until(math.floor(time.time()) + 1.2)
+    saved_at = time.time()
+    CronStore(r, make_settings()).save(job)
+    assert time.time() - saved_at < 0.7, "saving the job took too long"
+    saved_tick = parse_line(job.cron).last_tick(saved_at)
+    assert saved_tick is not None
+    return saved_tick
+
+
 def check_once_per_tick(
-    r: redis.Redis, name: str, line: str, saved_at: float, stopped_at: float
+    r: redis.Redis, name: str, line: str, saved_tick: int, stopped_at: float
 ) -> list[str]:
     """Assert one enqueue per tick between saving and stopping; return the raw payloads."""
     cron_line = parse_line(line)
-    saved_tick = cron_line.last_tick(saved_at)
     members = r.zrange(f"cron_job:{name}:enqueued", 0, -1, withscores=True)
-    marker = format_tick(saved_tick or 0)
-    tick_members = [(member, score) for member, score in members if member != marker]
-    ticks = sorted(int(score) for _, score in tick_members)
+    marker = format_tick(saved_tick)
+    # Every member but the save marker is an enqueue lock spelled from its tick.
+    # A lock spelled differently by either side would fail here.
+    assert all(format_tick(score) == member for member, score in members if member != marker)
+    ticks = sorted(int(score) for member, score in members if member != marker)
     raws = r.lrange(f"queue:{CRON_QUEUE}", 0, -1)
     assert isinstance(raws, list)
-    # Every tick that became visible (1 s after it) at least 7 s before the
-    # stop was polled by someone: Ruby polls every 1 to 3 s.
-    expected = [tick for tick in cron_line.next_runs(saved_at, 100) if tick + 8 <= stopped_at]
+    # Every tick after the saved one is due. Each one that became visible (1 s
+    # after it) at least 7 s before the stop was polled by someone, because
+    # Ruby polls every 1 to 3 s.
+    after_save = cron_line.next_runs(saved_tick, 100)
+    expected = [tick for tick in after_save if tick + 8 <= stopped_at]
     assert expected, "the test ran too briefly to see a tick"
     enqueued = [(pushed_by_ruby(raw), loads(raw)["created_at"]) for raw in raws]
-    assert ticks[: len(expected)] == expected, f"saved at {saved_at}, enqueued {enqueued}"
+    assert ticks[: len(expected)] == expected, f"saved tick {saved_tick}, enqueued {enqueued}"
     assert all(tick <= stopped_at for tick in ticks)
-    assert all(format_tick(score) == member for member, score in tick_members)
     assert len(raws) == len(ticks)
     history = r.lrange(f"cron_job:{name}:jid_history", 0, -1)
     assert {loads(raw)["jid"] for raw in raws} == {loads(entry)["jid"] for entry in history}
@@ -98,8 +116,8 @@ def test_seconds_job_shared_with_ruby(
     try:
         ruby_cron_worker.start()
         sleep_until(max(started + PYTHON_FIRST_POLL, time.time() + RUBY_FIRST_POLL))
-        CronStore(r, make_settings()).save(
-            CronJob(name="every10", cron="*/10 * * * * *", klass="TickJob", queue=CRON_QUEUE)
+        saved_tick = save_job(
+            r, CronJob(name="every10", cron="*/10 * * * * *", klass="TickJob", queue=CRON_QUEUE)
         )
         saved_at = time.time()
         sleep_until(saved_at + 21)
@@ -112,7 +130,7 @@ def test_seconds_job_shared_with_ruby(
     stopped_at = time.time()
     ruby_cron_worker.stop()
 
-    raws = check_once_per_tick(r, "every10", "*/10 * * * * *", saved_at, stopped_at)
+    raws = check_once_per_tick(r, "every10", "*/10 * * * * *", saved_tick, stopped_at)
 
     ruby_alone = [raw for raw in raws if loads(raw)["created_at"] > python_stopped]
     assert ruby_alone, "Ruby enqueued nothing while it polled alone"
@@ -124,25 +142,25 @@ def test_seconds_job_shared_with_ruby(
 def test_minute_job_shared_with_ruby(
     r: redis.Redis, redis_url: str, ruby_cron_worker: RubyCronSidekiq
 ) -> None:
-    """``* * * * *`` for two to three minutes with two pyqueue pollers and Ruby."""
+    """``* * * * *`` for 1.5 to 2.5 minutes with two pyqueue pollers and Ruby."""
     pollers = start_pollers(redis_url, 2)
     started = time.time()
     try:
         ruby_cron_worker.start()
         sleep_until(max(started + PYTHON_FIRST_POLL, time.time() + RUBY_FIRST_POLL))
-        CronStore(r, make_settings()).save(
-            CronJob(name="minutely", cron="* * * * *", klass="TickJob", queue=CRON_QUEUE)
+        saved_tick = save_job(
+            r, CronJob(name="minutely", cron="* * * * *", klass="TickJob", queue=CRON_QUEUE)
         )
         saved_at = time.time()
-        # Past the second full minute after saving, with time for the last poll.
-        sleep_until((saved_at // 60 + 3) * 60 + 10)
+        # Past the second minute boundary after saving, with time for the last poll.
+        sleep_until((saved_at // 60 + 2) * 60 + 10)
     finally:
         stopped_at = time.time()
         for poller in pollers:
             poller.stop()
         ruby_cron_worker.stop()
 
-    raws = check_once_per_tick(r, "minutely", "* * * * *", saved_at, stopped_at)
+    raws = check_once_per_tick(r, "minutely", "* * * * *", saved_tick, stopped_at)
 
     assert len(raws) >= 2
 
