@@ -10,7 +10,9 @@ endpoint with ``start_host_metrics``.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import platform
 import socket
 import threading
@@ -202,8 +204,32 @@ def start_host_metrics(settings: Settings) -> MetricsServer:
     # series present, at 0, while no child is alive.
     ProcessMetrics(concurrency=0)
     files = CollectorRegistry()
-    MultiProcessCollector(files, path=str(folder))  # type: ignore[no-untyped-call]
+    StartupSafeCollector(files, path=str(folder))  # type: ignore[no-untyped-call]
     registry = serving_registry(files, *cluster_collectors(settings))
     server = MetricsServer(registry, settings.metrics_host, settings.metrics_port or 0)
     logger.info("metrics: serving %s for every process of this host", server.url)
     return server
+
+
+class StartupSafeCollector(MultiProcessCollector):
+    """MultiProcessCollector that skips the value file of a child still starting.
+
+    prometheus-client 0.26 creates a child's ``.db`` file empty and sizes it a
+    moment later; a scrape in between raised struct.error and answered 500.
+    An empty file holds no values yet, so leaving it out loses nothing.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = [
+            path for path in glob.glob(os.path.join(self._path, "*.db")) if _readable_size(path)
+        ]
+        metrics: Iterable[Metric] = self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return metrics
+
+
+def _readable_size(path: str) -> bool:
+    # The first 8 bytes hold the used-length header; a file without them is new.
+    try:
+        return os.path.getsize(path) >= 8
+    except FileNotFoundError:
+        return False

@@ -165,3 +165,23 @@ def test_host_metrics_need_prepared_dir(monkeypatch: pytest.MonkeyPatch) -> None
 
     with pytest.raises(ConfigError, match="call prepare_multiprocess_dir"):
         start_host_metrics(Settings(metrics_port=None))
+
+
+def test_host_scrape_skips_empty_value_file(tmp_path: Path) -> None:
+    """A child that has created its value file but not sized it yet must not fail a scrape."""
+    import struct
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from pyqueue.metrics.server import StartupSafeCollector
+
+    (tmp_path / "counter_424242.db").write_bytes(b"")
+    plain = CollectorRegistry()
+    MultiProcessCollector(plain, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    safe = CollectorRegistry()
+    StartupSafeCollector(safe, path=str(tmp_path))
+
+    with pytest.raises(struct.error):
+        generate_latest(plain)
+    assert generate_latest(safe) == b""
