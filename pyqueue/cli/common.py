@@ -45,7 +45,8 @@ def handle_errors(func: F) -> F:
         except ConfigError as exc:
             fail(str(exc), EXIT_CONFIG)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            fail(f"cannot reach Redis: {exc}; check --redis-url / REDIS_URL", EXIT_REDIS)
+            reason = str(exc).rstrip(". ")
+            fail(f"cannot reach Redis ({reason}); check --redis-url or REDIS_URL", EXIT_REDIS)
         except PyQueueError as exc:
             fail(str(exc), EXIT_FAILURE)
 
