@@ -34,7 +34,7 @@ from pyqueue import client as client_module
 from pyqueue import expiry, keys, unique
 from pyqueue.config import Settings
 from pyqueue.errors import ArgumentError, JobDefinitionError
-from pyqueue.middleware import ServerChain
+from pyqueue.middleware import ServerChain, ServerMiddleware
 from pyqueue.payload import Payload, dumps
 from pyqueue.ratelimit import OverLimit
 from pyqueue.timeout import Watchdog, run_with_time_limit
@@ -211,7 +211,10 @@ class JobControls:
         # Inner middleware may edit the payload; a reschedule writes it as fetched.
         fetched = dict(payload)
         try:
-            self._run_unique(job, payload, queue, call_next, fetched)
+            if unique.FIELD_LOCK in payload:
+                self._run_unique(job, payload, queue, call_next, fetched)
+            else:
+                self._run_timed(job, payload, queue, call_next)
         except OverLimit as exc:
             if not self._reschedule_over_limit(fetched, exc):
                 raise
@@ -345,20 +348,44 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+class ControlledChain(ServerChain):
+    """A server chain that runs JobControls around another chain's entries and ``perform``.
+
+    ``entries`` lists JobControls alone. ``add``, ``prepend``, ``remove`` and
+    ``clear`` change ``inner``, which is read at each job, so middleware
+    added later still runs inside the controls.
+    """
+
+    def __init__(self, controls: JobControls, inner: ServerChain) -> None:
+        super().__init__([controls])
+        self.controls = controls
+        self.inner = inner
+
+    def add(self, middleware: ServerMiddleware) -> None:
+        self.inner.add(middleware)
+
+    def prepend(self, middleware: ServerMiddleware) -> None:
+        self.inner.prepend(middleware)
+
+    def remove(self, middleware: ServerMiddleware) -> None:
+        self.inner.remove(middleware)
+
+    def clear(self) -> None:
+        self.inner.clear()
+
+    def invoke(self, job: Job, payload: Payload, queue: str, perform: Callable[[], None]) -> None:
+        inner = self.inner
+        self.controls(job, payload, queue, lambda: inner.invoke(job, payload, queue, perform))
+
+
 def server_chain(conn: redis.Redis, settings: Settings, inner: ServerChain) -> ServerChain:
     """Return the chain a worker runs: JobControls outermost, then every entry of ``inner``.
 
-    ``inner`` is called at each job, so middleware added to it later still
-    runs. Also makes ``unique.release_on_death`` a death handler that uses ``conn``.
+    Also makes ``unique.release_on_death`` a death handler that uses ``conn``.
     """
     from pyqueue.retry import death_handlers
 
     unique.use_connection(conn)
     if unique.release_on_death not in death_handlers:
         death_handlers.append(unique.release_on_death)
-    controls = JobControls(conn, settings)
-
-    def run_inner(job: Job, payload: Payload, queue: str, call_next: Callable[[], None]) -> None:
-        inner.invoke(job, payload, queue, call_next)
-
-    return ServerChain([controls, run_inner])
+    return ControlledChain(JobControls(conn, settings), inner)
