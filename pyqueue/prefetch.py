@@ -4,8 +4,8 @@ A round trip to Redis per job costs a Python worker about as much CPU as a
 no-op job itself, and every socket wait hands the GIL to another thread.
 ``PrefetchFetch`` therefore pops up to ``batch_size`` jobs with one script
 call while the last fetch found work, keeps the extra jobs in a buffer
-shared by the process's threads, and hands them out before it asks Redis
-again. When the script finds nothing, the thread falls back to basic
+shared by the process's threads, and hands them out before the next call
+to Redis. When the script finds nothing, the thread falls back to basic
 fetch's blocking BRPOP, so an idle process still sends one command per
 thread every 2 s and a new job starts as soon as BRPOP returns it.
 
@@ -32,7 +32,7 @@ from typing import Any
 import redis
 
 from pyqueue import keys
-from pyqueue.fetch import ERROR_PAUSE, BasicFetch, UnitOfWork
+from pyqueue.fetch import BasicFetch, UnitOfWork
 
 # Jobs per round trip at most: enough to cut the round trips per job by an
 # order of magnitude, few enough that a crash loses little.
@@ -60,7 +60,9 @@ def batch_size_for(concurrency: int) -> int:
 class PrefetchFetch(BasicFetch):
     """Basic fetch with a process-wide buffer of up to ``batch_size - 1`` jobs.
 
-    Other keyword arguments go to BasicFetch.
+    One thread at a time fetches a batch, and only when the buffer is empty,
+    which keeps the buffer within that size. Other keyword arguments go to
+    BasicFetch.
     """
 
     def __init__(
@@ -78,6 +80,8 @@ class PrefetchFetch(BasicFetch):
         # Guards adding to the buffer against drain(), so that no batch lands
         # in the buffer after the buffer was pushed back.
         self._buffer_lock = threading.Lock()
+        # Lets one thread at a time fetch a batch; the others wait for its jobs.
+        self._batch_lock = threading.Lock()
         self._drained = False
         # True while the last fetch found a job: only then is a batch worth a call.
         self._queue_busy = False
@@ -87,12 +91,13 @@ class PrefetchFetch(BasicFetch):
         return len(self._buffer)
 
     def retrieve_work(self) -> UnitOfWork | None:
-        try:
-            return self._buffer.popleft()
-        except IndexError:
-            pass
+        unit = self._take_buffered()
+        if unit is not None:
+            return unit
         if self._queue_busy and self.batch_size > 1:
-            unit = self._retrieve_batch()
+            with self._batch_lock:
+                # Another thread may have filled the buffer while this one waited.
+                unit = self._take_buffered() or self._retrieve_batch()
             if unit is not None:
                 return unit
             self._queue_busy = False
@@ -101,12 +106,18 @@ class PrefetchFetch(BasicFetch):
             self._queue_busy = True
         return unit
 
+    def _take_buffered(self) -> UnitOfWork | None:
+        try:
+            return self._buffer.popleft()
+        except IndexError:
+            return None
+
     def _retrieve_batch(self) -> UnitOfWork | None:
         try:
             result = self._script(keys=self.queue_keys(), args=[self.batch_size])
         except redis.RedisError as exc:
+            # The blocking fetch that follows fails too and pauses, outside the batch lock.
             self.outage.failed(exc)
-            self._sleep(ERROR_PAUSE)
             return None
         self.outage.recovered()
         if not result:
@@ -127,7 +138,7 @@ class PrefetchFetch(BasicFetch):
     def drain(self) -> None:
         """Push the buffered jobs back to the tail of their queues, next to be fetched.
 
-        Called once the processors have stopped. The buffer holds jobs in the
+        Called once the processors have stopped. The buffer keeps jobs in the
         order they left the tail, so they go back in reverse, and the first
         one ends up at the tail again. Raises a redis error when the push
         fails, and the jobs are then lost, as running jobs are.

@@ -114,7 +114,7 @@ def test_batch_size_follows_concurrency() -> None:
 
 
 def test_worker_stop_returns_buffered_jobs(r: redis.Redis, redis_url: str) -> None:
-    """A graceful stop while the buffer holds jobs loses none and runs none twice."""
+    """A graceful stop with jobs in the buffer loses none and runs none twice."""
     settings = config.build(
         {
             "redis_url": redis_url,
@@ -151,3 +151,18 @@ def test_worker_stop_returns_buffered_jobs(r: redis.Redis, redis_url: str) -> No
     assert 40 <= ran < 300
     assert ran + waiting == 300
     assert r.get("stat:processed") == str(ran)
+
+
+def test_batch_error_falls_back_to_blocking_fetch(r: redis.Redis) -> None:
+    push(r, "default", "job-0", "job-1")
+    fetch = PrefetchFetch(r, [("default", 0)], batch_size=4)
+    fetch.retrieve_work()
+
+    def failing_script(**kwargs: object) -> None:
+        raise redis.ConnectionError("connection reset")
+
+    fetch._script = failing_script  # type: ignore[assignment]
+    unit = fetch.retrieve_work()
+
+    assert unit is not None and unit.raw == "job-1"
+    assert fetch.buffered() == 0
