@@ -64,6 +64,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--big", action="store_true", help="also drain 1,000,000 queued jobs against 10,000"
     )
+    parser.add_argument(
+        "--big-jobs", type=int, default=1_000_000, help="queued jobs of the big drain"
+    )
 
     parser.add_argument("--enqueue-jobs", type=int, default=10_000, help="one-at-a-time pushes")
     parser.add_argument("--bulk-jobs", type=int, default=100_000, help="jobs per push_bulk")
@@ -123,15 +126,15 @@ def run_latency(server: BenchRedis, args: argparse.Namespace) -> list[LatencyRun
 
 
 def run_big(server: BenchRedis, args: argparse.Namespace) -> list[DrainSeries]:
-    """Drain 10,000 queued jobs (median of the repeats) and then 1,000,000 (one run)."""
-    echo("big: 10,000 queued against 1,000,000 queued")
+    """Drain 10,000 queued jobs (median of the repeats), then ``--big-jobs`` (one run)."""
+    echo(f"big: 10,000 queued against {args.big_jobs:,} queued, one process")
     results: list[DrainSeries] = []
     for mode in args.fetch:
         row = contenders.pyqueue_worker(args.threads, 1, mode)
         small = drain.series(server, row, 10_000, args.repeats, echo)
         small.name += ", 10,000 queued"
-        large = drain.series(server, row, 1_000_000, 1, echo)
-        large.name += ", 1,000,000 queued"
+        large = drain.series(server, row, args.big_jobs, 1, echo)
+        large.name += f", {args.big_jobs:,} queued"
         results += [small, large]
     return results
 
