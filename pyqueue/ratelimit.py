@@ -133,7 +133,8 @@ class Lease:
 
     ``acquired_at`` is the Redis server time of the acquisition, in epoch
     seconds. Releasing a window slot does nothing: it counts until it leaves
-    the window.
+    the window. On exit, a Redis error during the release is logged, not
+    raised, because the block's work is done and the lease ends by itself.
     """
 
     def __init__(self, limiter: Limiter, token: str, acquired_at: float) -> None:
@@ -153,7 +154,14 @@ class Lease:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.release()
+        try:
+            self.release()
+        except redis.RedisError as error:
+            logger.warning(
+                "could not release a slot of rate limiter %r, it ends with its lease: %s",
+                self.limiter.name,
+                error,
+            )
 
 
 class Limiter:

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pyqueue import config, keys
 from pyqueue.controls import JobControls
@@ -40,6 +42,13 @@ def run(
 
     middleware(job, payload, str(payload["queue"]), call_next)
     return job
+
+
+def unreachable_redis() -> redis.Redis:
+    """A client of a loopback port where no server listens, failing at once without retries."""
+    return redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def lock_holder(r: redis.Redis, payload: Payload) -> str | None:

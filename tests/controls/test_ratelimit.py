@@ -14,7 +14,14 @@ from pyqueue.controls import MAX_RESCHEDULES
 from pyqueue.job import Job
 from pyqueue.ratelimit import OverLimit
 from tests.controls import jobs
-from tests.controls.helpers import controls, lock_holder, pop_job, run, scheduled
+from tests.controls.helpers import (
+    controls,
+    lock_holder,
+    pop_job,
+    run,
+    scheduled,
+    unreachable_redis,
+)
 from tests.worker.conftest import wait_for
 
 
@@ -240,3 +247,14 @@ def test_worker_reschedules_over_limit_job(launch: Any, r: redis.Redis) -> None:
     assert json.loads(member)["jid"] == jid
     assert r.zcard(keys.RETRY) == 0
     assert launcher.counters.pending()[1] + int(r.get(keys.STAT_FAILED) or 0) == 0
+
+
+def test_release_error_logged_on_exit(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    limiter = ratelimit.concurrent("c", 1, redis=r)
+    lease = limiter.acquire()
+    with lease:
+        # Point the limiter at a server that is not there, as during an outage.
+        limiter._redis = unreachable_redis()
+    assert "could not release a slot of rate limiter 'c'" in caplog.text
+    limiter._redis.close()
+    assert r.zcard(limiter.key) == 1

@@ -9,6 +9,7 @@ from app_jobs.mailer import OutgoingEmail, SendGridMailer, sendgrid_limiter
 from app_jobs.settings import AppSettings, load_settings, parse_rate_limit
 from pyqueue import ratelimit
 from pyqueue.errors import ConfigError
+from tests.controls.helpers import unreachable_redis
 from tests.fixtures.fake_sendgrid import API_KEY, FakeSendGrid
 
 EMAIL = OutgoingEmail(1, 1, 1, "ann@example.org", None, "Hello", "", "Hi")
@@ -71,7 +72,7 @@ def test_mailer_uses_setting(fake_sendgrid: FakeSendGrid, r: redis.Redis) -> Non
 
 
 def test_mailer_redis_down_retries(fake_sendgrid: FakeSendGrid) -> None:
-    unreachable = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    unreachable = unreachable_redis()
     limiter = ratelimit.window("sendgrid-test", 5, per=60, redis=unreachable)
     mailer = SendGridMailer(settings_for(fake_sendgrid.url), limiter=limiter)
     result = mailer.send(EMAIL)
