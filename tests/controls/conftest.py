@@ -51,7 +51,7 @@ def launch(redis_url: str) -> Iterator[Callable[..., Launcher]]:
 class Worker:
     """A `pyqueue run` subprocess that loads tests.controls.jobs; output goes to a file."""
 
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(self, url: str, log: Path, queue: str = jobs.QUEUE) -> None:
         self.log = log
         command = [
             str(Path(sys.executable).with_name("pyqueue")),
@@ -59,7 +59,7 @@ class Worker:
             "-r",
             "tests.controls.jobs",
             "-q",
-            jobs.QUEUE,
+            queue,
             "-c",
             "3",
             "--redis-url",
@@ -79,6 +79,11 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the worker, as a crash would; nothing happens if it already exited."""
+        self.process.kill()
+        self.process.wait()
 
     def terminate(self) -> None:
         if self.process.poll() is None:

@@ -110,3 +110,16 @@ class FailingUniqueJob(Job, name="ControlsSuite::FailingUniqueJob"):
     def perform(self, key: str) -> None:
         conn().incr(RUNS + key)
         raise RuntimeError("FailingUniqueJob always fails")
+
+
+class RecoveredSerialJob(Job, name="ControlsSuite::RecoveredSerialJob"):
+    """A while_executing job whose first run hangs, so that its process can be killed mid-run."""
+
+    queue = QUEUE
+    unique = "while_executing"
+    unique_ttl = 60
+
+    def perform(self, key: str) -> None:
+        if conn().incr(RUNS + key) == 1:
+            sleep_in_slices(60)
+        conn().rpush(SPANS, self.jid)
