@@ -13,6 +13,7 @@ from typing import Any
 
 from pyqueue.api.records import JobRecord
 from pyqueue.api.sorted_sets import DeadSet, RetrySet, ScheduledSet, SortedEntry, SortedSet, digest
+from pyqueue.api.stats import StatsSnapshot
 from pyqueue.web.render import compact_json
 
 HIDDEN = "[hidden]"
@@ -168,7 +169,7 @@ def history_bars(processed: dict[str, int], failed: dict[str, int]) -> list[DayB
     ]
 
 
-def stats_document(snapshot: Any, now: float) -> dict[str, Any]:
+def stats_document(snapshot: StatsSnapshot, now: float) -> dict[str, Any]:
     """Return the JSON that the live graph polls."""
     return {
         "time": now,
