@@ -231,6 +231,15 @@ def build_fetcher(settings: Settings, conn: redis.Redis, identity: str) -> Fetch
         # Imported here because reliable_fetch builds on this module.
         from pyqueue.reliable_fetch import ReliableFetch
 
+        queue_count = len(settings.queue_names)
+        if settings.concurrency < queue_count:
+            logger.warning(
+                "reliable fetch with %d threads for %d queues: while the process is idle, "
+                "a queue without a waiting thread is checked every 2 s, so its jobs start "
+                "up to 2 s late; set concurrency to at least the number of queues",
+                settings.concurrency,
+                queue_count,
+            )
         return ReliableFetch(conn, settings.queues, identity, blocking_limit=limit)
     raise ConfigError(f"setting fetch is {settings.fetch!r}; choose reliable or basic")
 

@@ -82,6 +82,9 @@ class ReliableFetch:
     only, so idle threads spread over the queues: each blocks on the queue
     with the fewest threads already blocked on it. With at least as many idle
     threads as queues, every queue has one, and a new job starts at once.
+    NOTE: with fewer idle threads (or fetch-gate slots) than queues, a job on
+    a queue that no thread waits on starts at the next script call, up to 2 s
+    later.
 
     The fetcher counts the fetched jobs that are still running (held) and the
     acknowledgements that failed during an outage, so that a copy in the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -227,6 +228,15 @@ def test_build_fetcher_follows_setting(r: redis.Redis) -> None:
 
     assert isinstance(reliable, ReliableFetch)
     assert isinstance(basic, BasicFetch)
+
+
+def test_fewer_threads_than_queues_warns(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    settings = config.build({"concurrency": 2, "queues": ["a", "b", "c"]})
+
+    with caplog.at_level(logging.WARNING, logger="pyqueue.fetch"):
+        build_fetcher(settings, r, IDENTITY)
+
+    assert "2 threads for 3 queues" in caplog.text
 
 
 def test_blocking_limit_leaves_connections_free() -> None:
