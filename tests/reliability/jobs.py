@@ -1,18 +1,22 @@
 """Jobs for the reliability tests and the fault suite.
 
-Every run of a job increments ``reliability:runs:<jid>`` and adds the jid to
-``reliability:started``; a run that reaches its end adds the jid to
-``reliability:done``. A jid in neither ``done`` nor a Redis set or queue is
-lost, and a jid with a run count above 1 ran twice. The jobs write through
-the worker's own client (``pyqueue run`` makes it the default client), and
-they retry a write for up to a minute, so that a Redis restart under load
-cannot make them fail.
+Every run of a job adds a random run id to the SET ``reliability:runs:<jid>``
+and the jid to ``reliability:started``. A run that reaches its end also adds
+the jid to ``reliability:done``. A jid in neither ``done`` nor a Redis set or
+queue is lost, and a jid with more than one run id ran twice. Runs are a SET
+of ids rather than a counter because redis-py repeats a command whose reply
+timed out, and a repeated INCR would count one run twice.
+
+The jobs write through the worker's own client (``pyqueue run`` makes it
+the default client), and they retry a write for up to a minute, so that a
+Redis restart under load cannot make them fail.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -39,13 +43,15 @@ def _write(action: Callable[[redis.Redis], Any]) -> Any:
 
 
 def mark_start(jid: str) -> int:
-    """Count a run of ``jid``; return the run number (1 for the first run)."""
+    """Record a run of ``jid``; return the run number (1 for the first run)."""
+    run_id = uuid.uuid4().hex
 
     def write(conn: redis.Redis) -> int:
         pipe = conn.pipeline(transaction=True)
-        pipe.incr(RUNS_PREFIX + jid)
+        pipe.sadd(RUNS_PREFIX + jid, run_id)
+        pipe.scard(RUNS_PREFIX + jid)
         pipe.sadd(STARTED, jid)
-        runs, _ = pipe.execute()
+        _, runs, _ = pipe.execute()
         return int(runs)
 
     return int(_write(write))
@@ -90,5 +96,24 @@ class ExitJob(Job, name="Reliability::ExitJob"):
 
 def run_counts(conn: redis.Redis, jids: list[str]) -> dict[str, int]:
     """Return the number of runs of each jid (0 when it never started)."""
-    values = conn.mget([RUNS_PREFIX + jid for jid in jids]) if jids else []
-    return {jid: int(value or 0) for jid, value in zip(jids, values, strict=True)}
+    counts: dict[str, int] = {}
+    for start in range(0, len(jids), 10_000):
+        chunk = jids[start : start + 10_000]
+        pipe = conn.pipeline(transaction=False)
+        for jid in chunk:
+            pipe.scard(RUNS_PREFIX + jid)
+        counts.update(zip(chunk, (int(n) for n in pipe.execute()), strict=True))
+    return counts
+
+
+LATENCY = "reliability:latency"
+
+
+class LatencyJob(Job, name="Reliability::LatencyJob"):
+    """Records ``<queue> <seconds from enqueued_at to start>`` in ``reliability:latency``."""
+
+    def perform(self) -> None:
+        started = time.time()
+        enqueued_at = float(self.payload["enqueued_at"])
+        queue = str(self.payload.get("queue"))
+        _write(lambda conn: conn.rpush(LATENCY, f"{queue} {started - enqueued_at:.6f}"))

@@ -19,6 +19,7 @@ PYQUEUE = Path(sys.executable).with_name("pyqueue")
 MARK = "Reliability::MarkJob"
 FIRST_RUN_SLEEP = "Reliability::FirstRunSleepJob"
 EXIT = "Reliability::ExitJob"
+LATENCY = "Reliability::LatencyJob"
 
 
 def job(job_class: str, args: list[Any], jid: str, queue: str = "default", **extra: Any) -> str:

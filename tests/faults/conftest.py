@@ -1,0 +1,91 @@
+"""Fixtures of the fault suite: result rows for the report table, private Redis servers.
+
+Every scenario records one row per fetch strategy with ``record_row``. When
+``PYQUEUE_FAULTS_RESULTS`` names a file (bin/faults sets it), the rows are
+appended to it as JSON lines, and bin/faults prints them as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.tally import LatencyRow, Row
+from tests.fixtures.redis_server import RedisServer, redis_server_binary
+from tests.reliability.conftest import WorkerFactory, workers  # noqa: F401 - fixture
+
+RESULTS_ENV = "PYQUEUE_FAULTS_RESULTS"
+
+RowRecorder = Callable[[Row | LatencyRow], None]
+
+
+@pytest.fixture
+def record_row(request: pytest.FixtureRequest) -> RowRecorder:
+    """Record a result row, with the command that reruns this test."""
+    test_name = request.node.name.split("[")[0]
+
+    def record(row: Row | LatencyRow) -> None:
+        row.command = f"bin/faults -k {test_name}"
+        print(row.describe())
+        path = os.environ.get(RESULTS_ENV)
+        if path:
+            with Path(path).open("a", encoding="utf-8") as results:
+                results.write(json.dumps(row.as_dict()) + "\n")
+
+    return record
+
+
+class DebugRedisServer(RedisServer):
+    """A redis-server that accepts DEBUG SLEEP from local clients, for slow replies."""
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            redis_server_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--enable-debug-command",
+            "local",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._wait_until_ready()
+
+
+@pytest.fixture
+def aof_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with appendonly yes, restarted by the test."""
+    server = RedisServer(tmp_path / "aof-redis", appendonly=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def debug_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = DebugRedisServer(tmp_path / "debug-redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
