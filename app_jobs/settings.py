@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyqueue.errors import ConfigError
+from pyqueue.launcher import current_settings
 
 BACKENDS = ("sendgrid", "console", "file")
 STUCK_POLICIES = ("review", "resend")
@@ -63,9 +64,9 @@ class AppSettings:
     # so a crash can send one email twice but never loses one. Review is the default
     # because a duplicate cannot be taken back, while a flagged row can still be re-sent.
     stuck_sending_policy: str = "review"
-    # APP_JOBS_DB_POOL_SIZE: default is the worker's concurrency (PYQUEUE_CONCURRENCY,
-    # else 5) plus 2 for the process's own use.
+    # APP_JOBS_DB_POOL_SIZE: default is the worker's concurrency plus 2 (see pool_size).
     db_pool_size: int | None = None
+    # PYQUEUE_CONCURRENCY: the thread count that pool_size assumes outside a running worker.
     worker_concurrency: int = 5
     # APP_JOBS_WEB_HOST and PORT (or APP_JOBS_WEB_PORT): where `app-jobs web` listens.
     web_host: str = "127.0.0.1"
@@ -78,8 +79,18 @@ class AppSettings:
 
     @property
     def pool_size(self) -> int:
-        """Connections in the PostgreSQL pool: one per worker thread plus two."""
-        return self.db_pool_size or self.worker_concurrency + 2
+        """Connections in the PostgreSQL pool: APP_JOBS_DB_POOL_SIZE, else threads plus two.
+
+        Inside a running pyqueue worker the thread count is its effective
+        concurrency (``pyqueue run -c``, the config file or PYQUEUE_CONCURRENCY).
+        Elsewhere it is PYQUEUE_CONCURRENCY, else 5. ``db.get_pool`` reads it
+        once, when the process first uses the pool.
+        """
+        if self.db_pool_size:
+            return self.db_pool_size
+        worker = current_settings()
+        threads = worker.concurrency if worker is not None else self.worker_concurrency
+        return threads + 2
 
 
 # Field -> environment variables, first one set wins.

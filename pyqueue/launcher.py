@@ -49,6 +49,23 @@ logger = logging.getLogger(__name__)
 
 _OS_SIGNALS = ("SIGTERM", "SIGINT", "SIGTSTP", "SIGTTIN")
 
+# Launchers of this process that started and have not stopped, oldest first.
+# A worker process runs one; tests may run several side by side.
+_running: list[Launcher] = []
+
+
+def current_settings() -> Settings | None:
+    """Return the effective settings of the worker running in this process, or None.
+
+    Job code can size its own resources from them, for example a database
+    pool from ``concurrency``, whether the value came from a flag, the config
+    file or the environment. None outside a worker, before ``start()`` and
+    after ``stop()``. With several launchers in one process, the one started
+    last that is still running wins.
+    """
+    running = _running[-1:]
+    return running[0].settings if running else None
+
 
 class Service(Protocol):
     """A background component with its own thread: the pollers."""
@@ -144,6 +161,7 @@ class Launcher:
             ", ".join(f"{name}:{weight}" for name, weight in self.settings.queues),
         )
         self._threads_started = True
+        _set_running(self)
         self.heartbeat.start()
         self._recover_dead_processes()
         self.manager.start()
@@ -201,6 +219,7 @@ class Launcher:
             self._metrics.stop()
         if self._owns_redis:
             self.redis.connection_pool.disconnect()
+        _clear_running(self)
         if self._threads_started:
             logger.info("stopped")
 
@@ -278,6 +297,15 @@ class Launcher:
             if self._stop_signals > 1 or self._stop_requested.is_set():
                 self.manager.stop_now()
         self._signal_queue.put(name)
+
+
+def _set_running(launcher: Launcher) -> None:
+    _running.append(launcher)
+
+
+def _clear_running(launcher: Launcher) -> None:
+    if launcher in _running:
+        _running.remove(launcher)
 
 
 def _stop_quietly(service: Service) -> None:
