@@ -52,6 +52,7 @@ class Client:
     ) -> None:
         self._url = url
         self._redis = redis
+        self._owns_redis = redis is None
         self._lock = threading.Lock()
         self.middleware = middleware if middleware is not None else ClientChain()
         self.timestamp_mode = timestamp_mode
@@ -63,6 +64,14 @@ class Client:
                 if self._redis is None:
                     self._redis = create_redis(self._url)
         return self._redis
+
+    def close(self) -> None:
+        """Close the connections this client opened (a passed-in connection stays open)."""
+        with self._lock:
+            if self._redis is not None and self._owns_redis:
+                self._redis.close()
+                self._redis.connection_pool.disconnect()
+                self._redis = None
 
     def push(self, item: dict[str, Any]) -> str | None:
         """Push one job; return its jid, or None when middleware vetoed it.
