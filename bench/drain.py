@@ -113,21 +113,41 @@ def _follow(conn: redis.Redis, worker: procs.WorkerProcess, jobs: int) -> DrainR
     return DrainRun(jobs / (finished - started), cpu * 1e6 / jobs, max_rss, start_rss)
 
 
+def interleaved(
+    server: BenchRedis,
+    contenders: Sequence[Contender],
+    jobs: int,
+    repeats: int,
+    echo: Callable[[str], None],
+) -> list[DrainSeries]:
+    """Measure every contender ``repeats`` times, one round over all of them at a time.
+
+    Rounds spread a passing load on the machine over all rows instead of
+    one. A contender whose run fails is recorded as failed and skipped after.
+    """
+    results = [
+        DrainSeries(each.name, each.kind, each.processes, each.fetch, jobs) for each in contenders
+    ]
+    for index in range(repeats):
+        for contender, result in zip(contenders, results, strict=True):
+            if result.error:
+                continue
+            try:
+                run = measure(server, contender, jobs)
+            except DrainFailed as exc:
+                result.error = str(exc).splitlines()[0]
+                echo(f"  {contender.name}: run {index + 1} failed: {exc}")
+                continue
+            result.runs.append(run)
+            echo(
+                f"  {contender.name}: run {index + 1}: {run.rate:,.0f} jobs/s, "
+                f"{run.cpu_us_per_job:.0f} us CPU/job, max RSS {run.max_rss_kb / 1024:.0f} MiB"
+            )
+    return results
+
+
 def series(
     server: BenchRedis, contender: Contender, jobs: int, repeats: int, echo: Callable[[str], None]
 ) -> DrainSeries:
-    """Measure ``repeats`` drains; a failure is recorded in the series, not raised."""
-    result = DrainSeries(contender.name, contender.kind, contender.processes, contender.fetch, jobs)
-    for index in range(repeats):
-        try:
-            run = measure(server, contender, jobs)
-        except DrainFailed as exc:
-            result.error = str(exc).splitlines()[0]
-            echo(f"  {contender.name}: run {index + 1} failed: {exc}")
-            return result
-        result.runs.append(run)
-        echo(
-            f"  {contender.name}: run {index + 1}: {run.rate:,.0f} jobs/s, "
-            f"{run.cpu_us_per_job:.0f} us CPU/job, max RSS {run.max_rss_kb / 1024:.0f} MiB"
-        )
-    return result
+    """Measure ``repeats`` drains of one contender; a failure is recorded, not raised."""
+    return interleaved(server, [contender], jobs, repeats, echo)[0]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -112,7 +113,7 @@ def run_drain(server: BenchRedis, args: argparse.Namespace) -> list[DrainSeries]
         venv.ensure(echo)
         rows += contenders.peer_workers()
     echo(f"drain: {args.jobs:,} no-op jobs, {args.repeats} runs each")
-    return [drain.series(server, row, args.jobs, args.repeats, echo) for row in rows]
+    return drain.interleaved(server, rows, args.jobs, args.repeats, echo)
 
 
 def run_latency(server: BenchRedis, args: argparse.Namespace) -> list[LatencyRun]:
@@ -158,6 +159,12 @@ def machine() -> dict[str, str]:
     }
 
 
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages: other work on the machine skews figures."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def _cpu_model() -> str:
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
@@ -172,6 +179,7 @@ def _cpu_model() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M")}
+    results["machine"]["load at start"] = load_average()
     echo(" ".join(f"{k}={v}" for k, v in results["machine"].items()))
     with BenchRedis() as server:
         if "drain" in args.suites:
@@ -185,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["latency"] = run_latency(server, args)
         if args.big or "big" in args.suites:
             results["big"] = run_big(server, args)
+    results["machine"]["load at end"] = load_average()
     if not args.no_peers and "drain" in args.suites:
         results["machine"].update(
             {name: venv.version(name) for name in ("dramatiq", "huey", "celery")}
@@ -214,7 +223,9 @@ def print_results(results: dict[str, Any], markdown: bool) -> None:
         echo(report.drain_table(results["big"], results["big"][0], markdown) + "\n")
     rows = target_rows(results)
     if rows:
-        echo(report.table(["target", "measured", "goal", "status"], rows, markdown))
+        echo(report.table(["target", "measured", "goal", "status"], rows, markdown) + "\n")
+    for key, value in results["machine"].items():
+        echo(f"{key}: {value}")
 
 
 if __name__ == "__main__":
