@@ -220,7 +220,7 @@ def test_poison_payloads(
             fetch,
             jids,
             r,
-            f"the exiting job killed {restarts} workers; dead set {len(dead)}, "
+            f"worker processes ended by the exiting job: {restarts}; dead set {len(dead)}, "
             f"retry set {len(retrying)}",
         )
     )
