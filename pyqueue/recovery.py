@@ -36,6 +36,7 @@ from pyqueue.log import job_context
 from pyqueue.outage import OutageLog
 from pyqueue.payload import Payload, decode, dumps, timestamp
 from pyqueue.reliable_fetch import PUSH_BACK_SCRIPT
+from pyqueue.unique import release_after_recovery
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +235,9 @@ class Recovery:
                 self._give_up(raw, job, error)
                 return
             self._push_back(keys=[self.working_key, keys.queue(queue)], args=[raw])
+            # The dead process held the job's while_executing lock, so copies of
+            # the job would wait for its TTL; the job takes it again when it runs.
+            release_after_recovery(self.redis, job)
             logger.warning(
                 "recovered from dead process %s: pushed back to queue %s "
                 "(recovery %d of at most %d)",

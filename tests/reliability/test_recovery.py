@@ -76,6 +76,22 @@ def test_recovered_jobs_keep_their_order(r: redis.Redis) -> None:
     assert [r.rpop("queue:default") for _ in range(3)] == [first, second, waiting]
 
 
+def test_recovery_releases_while_executing_lock(r: redis.Redis) -> None:
+    """The dead process held the job's while_executing lock; recovery frees it for copies."""
+    raw = job(MARK, [], jid_of(1), unique_lock="while_executing", unique_digest="d1")
+    r.set("pyqueue:unique:d1", jid_of(1), px=60_000)
+    other = job(MARK, [], jid_of(2), unique_lock="until_executed", unique_digest="d2")
+    r.set("pyqueue:unique:d2", jid_of(2), px=60_000)
+    leave_behind(r, GHOST, raw, other)
+
+    make_recovery(r).recover_dead()
+
+    assert r.exists("pyqueue:unique:d1") == 0
+    # An until_executed lock guards the job until it has run, so it stays.
+    assert r.get("pyqueue:unique:d2") == jid_of(2)
+    assert r.llen("queue:default") == 2
+
+
 def test_live_process_is_left_alone(r: redis.Redis) -> None:
     raw = job(MARK, [], jid_of(1))
     leave_behind(r, GHOST, raw)
