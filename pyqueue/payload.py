@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import secrets
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,7 +34,8 @@ _fast_dumps: Callable[[Any], str] = json.JSONEncoder(**_json_kwargs).encode
 
 def new_jid() -> str:
     """Return a new job id: 24 lowercase hex characters (12 random bytes)."""
-    return secrets.token_hex(12)
+    # What secrets.token_hex(12) returns, without its two extra calls per job.
+    return os.urandom(12).hex()
 
 
 def ruby_float(value: float) -> str:
@@ -89,7 +89,22 @@ def _float_to_json(value: float) -> str:
 
 
 _slow_dumps = _RubyJSONEncoder(**_json_kwargs).encode
-_RUBY_SPELLING_DIFFERS = re.compile(r"e[+-]|\d{16}\.0")
+
+
+def _ruby_spelling_differs(text: str) -> bool:
+    """Return True if ``text`` has "e+", "e-", or 16 decimal digits before ".0".
+
+    Substring searches instead of one regular expression, which took as long
+    as the encoding itself.
+    """
+    if "e+" in text or "e-" in text:
+        return True
+    index = text.find(".0")
+    while index != -1:
+        if index >= 16 and text[index - 16 : index].isdecimal():
+            return True
+        index = text.find(".0", index + 2)
+    return False
 
 
 def dumps(value: Any) -> str:
@@ -98,7 +113,7 @@ def dumps(value: Any) -> str:
     # Only a float that Python spells differently ("1e+20", or a whole number
     # from 1e15 to 1e16) needs the slower encoder. A string that merely looks
     # like one also lands there, which is harmless.
-    if _RUBY_SPELLING_DIFFERS.search(text):
+    if _ruby_spelling_differs(text):
         return _slow_dumps(value)
     return text
 
