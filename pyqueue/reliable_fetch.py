@@ -35,10 +35,12 @@ RELIABLE_FETCH_SCRIPT = """
 -- KEYS[3..n]: the queue:<name> lists, in the order to try them
 -- ARGV[1]: the identity of this process
 -- Returns: {queue key, job string}, or nil when every queue is empty.
+-- The identity is indexed even when nothing moves, so that a thread's later
+-- BLMOVE never fills a list that recovery cannot find.
+redis.call("SADD", KEYS[2], ARGV[1])
 for i = 3, #KEYS do
   local job = redis.call("LMOVE", KEYS[i], KEYS[1], "RIGHT", "LEFT")
   if job then
-    redis.call("SADD", KEYS[2], ARGV[1])
     return {KEYS[i], job}
   end
 end
@@ -64,7 +66,7 @@ FORGET_SCRIPT = """
 -- KEYS[1]: the working list
 -- KEYS[2]: the SET of identities that may own a working list
 -- ARGV[1]: the identity
--- Returns: 1 when the identity was removed, 0 when its list still holds jobs.
+-- Returns: 1 when the identity was removed, 0 when its list still contains jobs.
 if redis.call("LLEN", KEYS[1]) > 0 then
   return 0
 end
@@ -160,7 +162,8 @@ class ReliableFetch:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.blmove(keys.queue(name), self.working_key, FETCH_TIMEOUT, "RIGHT", "LEFT")
-                # Redis runs this after the move, so a job in the list is always indexed.
+                # Indexes the list again in case a stop emptied and unindexed it
+                # while this thread was blocked; Redis runs it after the move.
                 pipe.sadd(keys.WORKING_INDEX, self.identity)
                 raw, _ = pipe.execute()
             finally:
