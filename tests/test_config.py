@@ -24,7 +24,10 @@ def test_defaults_match_sidekiq_7() -> None:
     assert settings.timeout == 25.0
     assert settings.heartbeat_interval == 10.0
     assert settings.legacy_workers_key is True
-    assert settings.fetch == "basic"
+    # Sidekiq's open-source fetch is basic; pyqueue defaults to reliable fetch,
+    # which recovers the jobs of a killed process.
+    assert settings.fetch == "reliable"
+    assert settings.max_recoveries == 3
     assert settings.strict
     assert settings.pool_size == 10
 
@@ -119,6 +122,7 @@ def test_environment_flag_beats_file_setting(tmp_path: Path) -> None:
         ({"log_format": "xml"}, "log_format"),
         ({"log_level": "loud"}, "log_level"),
         ({"fetch": "fast"}, "fetch"),
+        ({"max_recoveries": -1}, "max_recoveries"),
         ({"legacy_workers_key": "maybe"}, "legacy_workers_key"),
         ({"metrics_port": 70000}, "metrics_port"),
         ({"concurency": 5}, "concurency"),
