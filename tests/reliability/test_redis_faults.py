@@ -28,9 +28,10 @@ KILLED_JID = "b03b00000000000000000001"
 def aof_worker(aof_server: RedisServer) -> Iterator[Launcher]:
     """A worker on the append-only server; its jobs write to that server too."""
     pyqueue.configure_client(Client(aof_server.url))
-    launcher = Launcher(
-        make_settings(aof_server.url, concurrency=3, poll_interval_average=1, timeout=2)
+    settings = make_settings(
+        aof_server.url, concurrency=3, poll_interval_average=1, timeout=2, cron_poll_interval=5
     )
+    launcher = Launcher(settings)
     launcher.start()
     try:
         yield launcher
@@ -68,7 +69,9 @@ def test_restart_keeps_scheduled_and_new_jobs(
     assert conn.zcard("schedule") == 0
     assert jobs.run_counts(conn, [SCHEDULED_JID, NOW_JID]) == {SCHEDULED_JID: 1, NOW_JID: 1}
     assert len(aof_worker.manager.processors()) == 3
-    assert {"pyqueue-poller", "pyqueue-heartbeat", "pyqueue-recovery"} <= thread_names()
+    assert {"pyqueue-poller", "pyqueue-cron", "pyqueue-heartbeat", "pyqueue-recovery"} <= (
+        thread_names()
+    )
     beat = conn.hget(aof_worker.identity, "beat")
     wait_for(lambda: conn.hget(aof_worker.identity, "beat") != beat, timeout=2)
     # Each component logs the outage once when it starts and once when it ends.
