@@ -260,3 +260,27 @@ def test_idle_threads_leave_heartbeat_a_connection(r: redis.Redis, launch: Launc
     stopped = time.monotonic()
     launcher.stop()
     assert time.monotonic() - stopped < 10
+
+
+def test_failed_requeue_keeps_job_for_drain(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A push back that fails leaves the job in the working list; the stop's drain returns it."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY)
+    (raw,) = fill(r, "default", 1)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+
+    def broken_pipeline(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("connection lost")
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR):
+        patch.setattr(fetcher.redis, "pipeline", broken_pipeline)
+        fetcher.bulk_requeue([unit])
+
+    assert not unit.requeued
+    assert r.lrange(WORKING, 0, -1) == [raw]
+    assert "stays in pyqueue:working:" in caplog.text
+    fetcher.drain()
+    assert r.lrange("queue:default", 0, -1) == [raw]
+    assert r.exists(WORKING) == 0
