@@ -95,4 +95,4 @@ def check(label: str, value: float, target: float, unit: str = "") -> list[str]:
 
 def check_at_most(label: str, value: float, limit: float, unit: str = "") -> list[str]:
     status = "met" if value <= limit else "not met"
-    return [label, f"{value:.2f}{unit}", f"<= {limit:g}{unit}", status]
+    return [label, f"{value:.2f}{unit}", f"<= {limit:.2f}{unit}", status]
