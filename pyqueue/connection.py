@@ -65,6 +65,9 @@ def create_redis(
             f"redis_url {url!r} has the unsupported scheme {scheme!r}; "
             "use redis://, rediss://, unix:// or redis+sentinel://"
         )
+    if scheme == "unix":
+        # Unix sockets have no TCP keepalive; redis-py rejects the option there.
+        options.pop("socket_keepalive")
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=20, **options
     )

@@ -1,0 +1,168 @@
+"""Redis URLs of every supported scheme, against real servers started here."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from pyqueue.config import build
+from pyqueue.connection import check_server_version, create_redis
+from pyqueue.errors import ConfigError, RedisVersionError
+from tests.fixtures.redis_server import free_port, redis_server_binary
+
+
+def start_server(args: list[str], directory: Path) -> subprocess.Popen[bytes]:
+    command = [redis_server_binary(), *args, "--save", "", "--dir", str(directory)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except (redis.ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"server did not answer within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def round_trip(conn: redis.Redis) -> None:
+    conn.set("pyqueue:test", "café")
+    assert conn.get("pyqueue:test") == "café"
+
+
+def test_unix_socket_url(tmp_path: Path, servers: list[subprocess.Popen[bytes]]) -> None:
+    socket_path = tmp_path / "redis.sock"
+    servers.append(start_server(["--port", "0", "--unixsocket", str(socket_path)], tmp_path))
+    wait_until(socket_path.exists)
+
+    conn = create_redis(f"unix://{socket_path}?db=0")
+
+    wait_until(conn.ping)
+    round_trip(conn)
+    conn.close()
+
+
+def make_certificates(directory: Path) -> Path:
+    """Write a throwaway CA and a server certificate for 127.0.0.1; return the CA path."""
+    steps = [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca",
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt"
+        " -days 2 -extfile ext.cnf",
+    ]
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for step in steps:
+        subprocess.run(["openssl", *step.split()], cwd=directory, check=True, capture_output=True)
+    return directory / "ca.crt"
+
+
+def test_tls_url(tmp_path: Path, servers: list[subprocess.Popen[bytes]]) -> None:
+    ca = make_certificates(tmp_path)
+    port = free_port()
+    servers.append(
+        start_server(
+            ["--port", "0", "--bind", "127.0.0.1", "--tls-port", str(port),
+             "--tls-cert-file", str(tmp_path / "server.crt"),
+             "--tls-key-file", str(tmp_path / "server.key"),
+             "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"],
+            tmp_path,
+        )
+    )  # fmt: skip
+
+    conn = create_redis(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}")
+
+    wait_until(conn.ping)
+    round_trip(conn)
+    conn.close()
+
+
+def test_sentinel_url(tmp_path: Path, servers: list[subprocess.Popen[bytes]]) -> None:
+    master_port = free_port()
+    servers.append(start_server(["--port", str(master_port), "--bind", "127.0.0.1"], tmp_path))
+    sentinel_port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\n"
+        f"sentinel monitor pyqueue-main 127.0.0.1 {master_port} 1\n"
+    )
+    command = [redis_server_binary(), str(config), "--sentinel"]
+    servers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=tmp_path))
+    wait_until(redis.Redis(port=sentinel_port).ping)
+
+    conn = create_redis(f"redis+sentinel://127.0.0.1:{sentinel_port}/pyqueue-main/0")
+
+    wait_until(conn.ping)
+    round_trip(conn)
+    assert redis.Redis(port=master_port, decode_responses=True).get("pyqueue:test") == "café"
+    conn.close()
+
+
+def test_sentinel_url_needs_service_name() -> None:
+    with pytest.raises(ConfigError, match="names no Sentinel service"):
+        create_redis("redis+sentinel://127.0.0.1:26379")
+
+
+def test_unknown_scheme_rejected() -> None:
+    with pytest.raises(ConfigError, match="unsupported scheme 'http'"):
+        create_redis("http://127.0.0.1:6379")
+
+
+class FakeInfo:
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def info(self, section: str) -> dict[str, str]:
+        return {"redis_version": self.version}
+
+
+def test_old_server_rejected_with_its_version() -> None:
+    with pytest.raises(RedisVersionError, match=r"Redis 6\.0\.9 is too old"):
+        check_server_version(FakeInfo("6.0.9"))  # type: ignore[arg-type]
+
+
+def test_supported_server_version(redis_url: str) -> None:
+    conn = create_redis(redis_url)
+    assert check_server_version(conn) >= (6, 2)
+    assert check_server_version(FakeInfo("6.2.0")) == (6, 2, 0)  # type: ignore[arg-type]
+    conn.close()
+
+
+def test_pool_follows_concurrency(redis_url: str) -> None:
+    settings = build({"redis_url": redis_url, "concurrency": 12})
+    conn = create_redis(redis_url, pool_size=settings.pool_size)
+
+    assert settings.pool_size == 17
+    assert conn.connection_pool.max_connections == 17
+    conn.close()
+
+
+def test_hiredis_parser_in_use(redis_url: str) -> None:
+    conn = create_redis(redis_url)
+    conn.ping()
+    connection = conn.connection_pool.get_connection()
+    try:
+        assert type(connection._parser).__name__ == "_HiredisParser"
+    finally:
+        conn.connection_pool.release(connection)
+        conn.close()
