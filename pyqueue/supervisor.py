@@ -18,8 +18,14 @@ settings as one JSON line on its standard input. The supervisor
 Children are new interpreters rather than forks, so no lock, thread or
 socket of the supervisor leaks into them. They run in their own session, so
 that a Ctrl-C in a terminal reaches only the supervisor, which passes it on
-once. A child stops as after TERM when its standard input closes, which
-happens when the supervisor dies, even from SIGKILL.
+once.
+
+The supervisor passes a signal on as its name, one line on the child's
+standard input, rather than as an OS signal. A child that is still starting
+would be stopped by the default action of TSTP or TTIN, while a line waits
+in the pipe until the child reads it. A child stops as after TERM when its
+standard input closes, which happens when the supervisor dies, even from
+SIGKILL.
 """
 
 from __future__ import annotations
@@ -243,10 +249,9 @@ class Supervisor:
         self.handle_signal(name)
 
     def _forward(self, name: str) -> None:
-        signum = signal.Signals["SIG" + name]
         for child in self.children:
             if child.alive() and child.process is not None:
-                _send(child.process, signum)
+                _tell(child.process, name)
 
     def _kill_after_deadline(self) -> None:
         if self.stopping and self.clock() >= self._stop_deadline:
@@ -327,6 +332,16 @@ def _send(process: subprocess.Popen[bytes], signum: int) -> None:
         process.send_signal(signum)
 
 
+def _tell(process: subprocess.Popen[bytes], name: str) -> None:
+    """Write a signal name as one line to the child's standard input."""
+    if process.stdin is None:
+        return
+    # A child that exited has closed its end, and the next reap collects it.
+    with contextlib.suppress(OSError):
+        process.stdin.write(f"{name}\n".encode())
+        process.stdin.flush()
+
+
 def _close_stdin(process: subprocess.Popen[bytes]) -> None:
     if process.stdin is not None:
         with contextlib.suppress(OSError):
@@ -358,7 +373,10 @@ def _run_child() -> None:
     launcher = Launcher(settings)
     configure_client(launcher.client)
     watcher = threading.Thread(
-        target=_stop_when_orphaned, args=(launcher,), name="pyqueue-supervisor-watch", daemon=True
+        target=_follow_supervisor,
+        args=(launcher,),
+        name="pyqueue-supervisor-watch",
+        daemon=True,
     )
     watcher.start()
     try:
@@ -378,14 +396,28 @@ def _read_line(fd: int) -> bytes:
     return bytes(line)
 
 
-def _stop_when_orphaned(launcher: Any) -> None:
-    # End of file comes when the supervisor closed the pipe or died: stop as
-    # after a TERM. A raw os.read, because a daemon thread blocked inside a
-    # buffered reader makes the interpreter abort at exit.
-    try:
-        while os.read(0, 4096):
-            pass
-    except OSError:
-        return
+def _follow_supervisor(launcher: Any) -> None:
+    """Pass each signal name that the supervisor writes on to ``launcher``; stop at end of file.
+
+    End of file comes when the supervisor closed the pipe or died, and the
+    child then stops as after a TERM. It reads with os.read, because a daemon
+    thread blocked inside a buffered reader makes the interpreter abort at exit.
+    """
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(0, 4096)
+        except OSError:
+            return
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            name = line.decode("ascii", "replace").strip()
+            if name in FORWARDED:
+                launcher.handle_signal(name)
+            elif name:
+                logger.warning("ignored unknown signal name %r from the supervisor", name)
     logger.warning("the supervisor is gone; stopping")
     launcher.request_stop()

@@ -48,13 +48,17 @@ def child_pids(pid: int) -> list[int]:
     return [int(each) for each in text.split()]
 
 
+def process_state(pid: int) -> str:
+    """Return the state letter from /proc (R, S, T for stopped, Z for zombie), or "" if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     """Return True while ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return process_state(pid) not in ("", "Z")
 
 
 class SupervisorProcess:

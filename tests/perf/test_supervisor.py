@@ -14,9 +14,16 @@ from pyqueue.supervisor import child_settings_line, restart_delay
 from tests.perf.conftest import (
     SupervisorFactory,
     alive,
+    process_state,
     registered_pids,
     wait_for,
 )
+
+
+def all_quiet(r: redis.Redis, count: int) -> bool:
+    """Return True when ``count`` processes are registered and every one is quiet."""
+    flags = [r.hget(identity, "quiet") for identity in r.smembers("processes")]
+    return len(flags) == count and all(flag == "true" for flag in flags)
 
 
 def test_children_run_jobs_and_stop_on_term(
@@ -55,11 +62,7 @@ def test_tstp_quiets_every_child(supervisor: SupervisorFactory, r: redis.Redis) 
 
     handle.signal(signal.SIGTSTP)
 
-    def all_quiet() -> bool:
-        flags = [r.hget(identity, "quiet") for identity in r.smembers("processes")]
-        return len(flags) == 2 and all(flag == "true" for flag in flags)
-
-    assert wait_for(all_quiet)
+    assert wait_for(lambda: all_quiet(r, 2))
 
 
 def test_children_stop_when_supervisor_dies(supervisor: SupervisorFactory, r: redis.Redis) -> None:
@@ -103,3 +106,15 @@ def test_restart_delay_grows_and_caps() -> None:
     assert restart_delay(2) == 2.0
     assert restart_delay(5) == 16.0
     assert restart_delay(20) == 30.0
+
+
+def test_tstp_during_child_start_quiets(supervisor: SupervisorFactory, r: redis.Redis) -> None:
+    """A TSTP that arrives while the children still import must neither stop nor miss them."""
+    handle = supervisor()
+    pids = wait_for(lambda: handle.children() if len(handle.children()) == 2 else None)
+
+    handle.signal(signal.SIGTSTP)
+    handle.wait_for_children(r, 2)
+
+    assert wait_for(lambda: all_quiet(r, 2))
+    assert "T" not in {process_state(pid) for pid in pids}
