@@ -1,0 +1,124 @@
+"""LineHandler: whole lines from many threads without a lock, and StreamHandler's fallback."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from pyqueue import log
+
+LINE = re.compile(r"^\S+Z pid=\d+ tid=\w+ INFO: record \d+ of thread \d+$")
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
+    """A text stream over the write end of a pipe, and the read end."""
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        yield stream, read_end
+    finally:
+        stream.close()
+        os.close(read_end)
+
+
+def make_logger(handler: logging.Handler, name: str) -> logging.Logger:
+    handler.setFormatter(log.TextFormatter())
+    handler.addFilter(log.SecretFilter())
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def read_all(stream: io.TextIOWrapper, read_end: int) -> str:
+    stream.close()
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")
+
+
+def test_threads_write_whole_lines(pipe: tuple[io.TextIOWrapper, int]) -> None:
+    stream, read_end = pipe
+    logger = make_logger(log.LineHandler(stream), "perf.lines")
+    # 8 threads x 100 lines stay below the pipe's 64 KiB, so no reader is needed meanwhile.
+    threads = [
+        threading.Thread(
+            target=lambda n=n: [logger.info("record %d of thread %d", i, n) for i in range(100)]
+        )
+        for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    lines = read_all(stream, read_end).splitlines()
+
+    assert len(lines) == 800
+    assert all(LINE.match(line) for line in lines)
+
+
+def test_printed_text_comes_first(pipe: tuple[io.TextIOWrapper, int]) -> None:
+    stream, read_end = pipe
+    logger = make_logger(log.LineHandler(stream), "perf.order")
+
+    stream.write("printed before\n")
+    logger.info("record 1 of thread 0")
+
+    lines = read_all(stream, read_end).splitlines()
+    assert lines[0] == "printed before"
+    assert LINE.match(lines[1])
+
+
+def test_secrets_masked_on_descriptor_path(pipe: tuple[io.TextIOWrapper, int]) -> None:
+    stream, read_end = pipe
+    logger = make_logger(log.LineHandler(stream), "perf.secret")
+
+    logger.info("connecting to %s", "redis://:hunter2@127.0.0.1:6379/0")
+
+    text = read_all(stream, read_end)
+    assert "hunter2" not in text
+    assert "redis://:***@127.0.0.1:6379/0" in text
+
+
+def test_stream_without_descriptor_falls_back() -> None:
+    stream = io.StringIO()
+    logger = make_logger(log.LineHandler(stream), "perf.stringio")
+
+    logger.info("record 1 of thread 0")
+
+    assert LINE.match(stream.getvalue().rstrip("\n"))
+
+
+def test_closed_stream_reports_error(pipe: tuple[io.TextIOWrapper, int]) -> None:
+    stream, _ = pipe
+    handler = log.LineHandler(stream)
+    errors: list[logging.LogRecord] = []
+    handler.handleError = errors.append  # type: ignore[method-assign]
+    logger = make_logger(handler, "perf.closed")
+    stream.close()
+
+    logger.info("record 1 of thread 0")
+
+    assert len(errors) == 1
+
+
+def test_setup_installs_line_handler() -> None:
+    root = logging.getLogger()
+    before = list(root.handlers)
+    level = root.level
+    try:
+        handler = log.setup("info", "text", stream=io.StringIO())
+        assert isinstance(handler, log.LineHandler)
+    finally:
+        root.handlers = before
+        root.setLevel(level)
