@@ -56,7 +56,7 @@ _thread_ids = threading.local()
 
 def thread_id() -> str:
     """Return a short id for the current thread (base 36, as Sidekiq's tids are)."""
-    # Every log line asks for it, so each thread keeps its id; the pid check
+    # Every log line needs it, so each thread keeps its id. The pid check
     # gives a forked child's thread a new one.
     pid = os.getpid()
     cached: tuple[int, str] | None = getattr(_thread_ids, "value", None)

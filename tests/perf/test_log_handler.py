@@ -49,13 +49,13 @@ def read_all(stream: io.TextIOWrapper, read_end: int) -> str:
 def test_threads_write_whole_lines(pipe: tuple[io.TextIOWrapper, int]) -> None:
     stream, read_end = pipe
     logger = make_logger(log.LineHandler(stream), "perf.lines")
+
+    def write_lines(number: int) -> None:
+        for index in range(100):
+            logger.info("record %d of thread %d", index, number)
+
     # 8 threads x 100 lines stay below the pipe's 64 KiB, so no reader is needed meanwhile.
-    threads = [
-        threading.Thread(
-            target=lambda n=n: [logger.info("record %d of thread %d", i, n) for i in range(100)]
-        )
-        for n in range(8)
-    ]
+    threads = [threading.Thread(target=write_lines, args=(number,)) for number in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
