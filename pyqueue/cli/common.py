@@ -1,4 +1,4 @@
-"""What every CLI command shares: exit codes, the Redis option and error mapping."""
+"""Parts shared by every CLI command: exit codes, common options and error mapping."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 import redis
 
+from pyqueue import log
 from pyqueue.errors import ConfigError, PyQueueError
 
 # Exit codes, documented in docs/cli.md.
@@ -33,6 +34,27 @@ def redis_url_option(func: F) -> F:
         help="Redis URL (REDIS_URL; default redis://localhost:6379/0).",
     )
     return option(func)
+
+
+def log_options(func: F) -> F:
+    """Add ``--log-level`` and ``--log-format`` (PYQUEUE_LOG_LEVEL, PYQUEUE_LOG_FORMAT)."""
+    level = click.option(
+        "--log-level",
+        type=click.Choice(log.LEVELS),
+        envvar="PYQUEUE_LOG_LEVEL",
+        default="info",
+        show_default=True,
+        help="Lowest level logged (PYQUEUE_LOG_LEVEL).",
+    )
+    fmt = click.option(
+        "--log-format",
+        type=click.Choice(log.FORMATS),
+        envvar="PYQUEUE_LOG_FORMAT",
+        default="text",
+        show_default=True,
+        help="Log line format (PYQUEUE_LOG_FORMAT).",
+    )
+    return level(fmt(func))
 
 
 def handle_errors(func: F) -> F:

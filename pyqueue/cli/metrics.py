@@ -10,7 +10,7 @@ from types import FrameType
 import click
 
 from pyqueue import log
-from pyqueue.cli.common import handle_errors, redis_url_option
+from pyqueue.cli.common import handle_errors, log_options, redis_url_option
 from pyqueue.connection import redis_url as default_redis_url
 from pyqueue.metrics.cluster import ClusterCollector, cluster_client
 from pyqueue.metrics.server import MetricsServer, serving_registry
@@ -40,22 +40,7 @@ def metrics() -> None:
     help="Address to listen on; 0.0.0.0 serves every interface.",
 )
 @redis_url_option
-@click.option(
-    "--log-level",
-    type=click.Choice(log.LEVELS),
-    envvar="PYQUEUE_LOG_LEVEL",
-    default="info",
-    show_default=True,
-    help="Lowest level logged (PYQUEUE_LOG_LEVEL).",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(log.FORMATS),
-    envvar="PYQUEUE_LOG_FORMAT",
-    default="text",
-    show_default=True,
-    help="Log line format (PYQUEUE_LOG_FORMAT).",
-)
+@log_options
 @handle_errors
 def serve(port: int, host: str, redis_url: str | None, log_level: str, log_format: str) -> None:
     """Serve queue, set, process and stats metrics read from Redis until SIGTERM or Ctrl-C.

@@ -12,7 +12,7 @@ import waitress
 
 from pyqueue import config, log
 from pyqueue.api.base import tolerate_invalid_utf8
-from pyqueue.cli.common import handle_errors, redis_url_option
+from pyqueue.cli.common import handle_errors, log_options, redis_url_option
 from pyqueue.connection import create_redis
 from pyqueue.errors import ConfigError
 from pyqueue.web import create_app
@@ -78,22 +78,7 @@ DEFAULT_PORT = 9393
     show_default=True,
     help="waitress worker threads, each holding at most one Redis connection.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(log.LEVELS),
-    envvar="PYQUEUE_LOG_LEVEL",
-    default="info",
-    show_default=True,
-    help="Lowest level logged (PYQUEUE_LOG_LEVEL).",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(log.FORMATS),
-    envvar="PYQUEUE_LOG_FORMAT",
-    default="text",
-    show_default=True,
-    help="Log line format (PYQUEUE_LOG_FORMAT).",
-)
+@log_options
 @handle_errors
 def web(
     port: int,
