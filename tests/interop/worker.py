@@ -11,17 +11,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import redis
+
+from tests.fixtures.ruby import wait_for_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 PYQUEUE = Path(sys.executable).with_name("pyqueue")
 RUN_MODULE = ROOT / "pyqueue" / "cli" / "run.py"
-START_TIMEOUT = 30.0
 
 # Settings for a test worker: a beat and a scheduled poll about every second.
 FAST_SETTINGS = {
@@ -90,25 +89,8 @@ class PyqueueRun:
         return self
 
     def _wait_for_identity(self) -> str:
-        conn = redis.Redis.from_url(self.redis_url, decode_responses=True)
-        marker = f":{self.pid}:"
-        deadline = time.monotonic() + START_TIMEOUT
-        try:
-            while time.monotonic() < deadline:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"pyqueue run exited at start:\n{self.log()[-3000:]}")
-                for member in conn.smembers("processes"):
-                    if marker in member:
-                        return str(member)
-                time.sleep(0.1)
-        finally:
-            conn.close()
-        self.stop()
-        raise RuntimeError(
-            f"pyqueue run pid {self.pid} did not register in processes within "
-            f"{START_TIMEOUT} s:\n{self.log()[-3000:]}"
-        )
+        assert self.process is not None
+        return wait_for_identity(self.redis_url, self.process, "pyqueue run", self.log, self.stop)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
