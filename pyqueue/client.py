@@ -194,7 +194,7 @@ def normalize(item: dict[str, Any], timestamp_mode: str = "float_seconds") -> Pa
     if callable(options):
         payload.update(options())
     # Ruby merges the job hash into the defaults, so the item's own key order
-    # is kept after "retry" and "queue"; a re-pushed job keeps its shape.
+    # follows "retry" and "queue". A re-pushed job therefore keeps its shape.
     for field, value in item.items():
         payload[field] = class_name if field == "class" else value
 

@@ -42,10 +42,10 @@ def create_redis(
 ) -> redis.Redis:
     """Build a client with a blocking pool of at most ``pool_size`` connections.
 
-    Replies are decoded as UTF-8 with ``encoding_errors`` (default
-    surrogateescape): a job written by a foreign producer with invalid UTF-8
-    is still read, and encodes back to its original bytes, so LREM and ZREM
-    of the raw string find it and a retry keeps its bytes.
+    Replies are decoded as UTF-8 with ``encoding_errors``, by default
+    surrogateescape, so a job that a foreign producer wrote with invalid UTF-8
+    is still read. Such a string encodes back to its original bytes, so LREM
+    and ZREM of the raw string find it and a retry keeps its bytes.
     """
     url = redis_url(url)
     options: dict[str, Any] = {

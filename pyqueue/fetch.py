@@ -7,7 +7,7 @@ when it must hand the job back untouched. The manager calls
 ends.
 
 ``BasicFetch`` is Sidekiq's: ``BRPOP queue:a queue:b ... 2``. A job popped by
-a process that then crashes is lost, because Redis holds no copy while the
+a process that then crashes is lost, because Redis keeps no copy while the
 job runs; that is Sidekiq's open-source behaviour.
 
 ``ReliableFetch`` (the default) moves each job atomically from its queue into
@@ -214,7 +214,7 @@ class BasicFetch:
             unit.requeued = True
 
     def drain(self) -> None:
-        # Nothing to do: Redis holds no copy of the jobs this process fetched.
+        # Nothing to do: Redis keeps no copy of the jobs this process fetched.
         return None
 
 

@@ -33,7 +33,7 @@ from pyqueue.payload import Payload
 _registry: dict[str, type[Job]] = {}
 _registry_lock = threading.Lock()
 
-# What a retry_in hook may return besides a delay in seconds.
+# Return values of a retry_in hook besides a delay in seconds.
 KILL = "kill"
 DISCARD = "discard"
 

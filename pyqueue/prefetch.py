@@ -14,7 +14,7 @@ What changes against plain basic fetch:
 - Jobs in the buffer have left Redis without having started. A process that
   is killed loses them together with its running jobs. A graceful stop
   pushes them back to the tail of their queues in their order (``drain``).
-- Order between queues holds per batch. The script takes jobs from the first
+- Order between queues is kept per batch. The script takes jobs from the first
   non-empty queue in the fetch order, so a job that arrives in a higher
   queue waits until the buffered jobs of a lower queue have started.
 

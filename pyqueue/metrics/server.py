@@ -215,7 +215,7 @@ class StartupSafeCollector(MultiProcessCollector):
     """MultiProcessCollector that skips the value file of a child still starting.
 
     prometheus-client 0.26 creates a child's ``.db`` file empty and sizes it a
-    moment later; a scrape in between raised struct.error and answered 500.
+    moment later; a scrape in between raised struct.error and returned 500.
     An empty file holds no values yet, so leaving it out loses nothing.
     """
 
