@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults.tally import LatencyRow, Row
-from tests.fixtures.redis_server import RedisServer, redis_server_binary
+from tests.fixtures.redis_server import RedisServer
 from tests.reliability.conftest import WorkerFactory, workers  # noqa: F401 - fixture
 
 RESULTS_ENV = "PYQUEUE_FAULTS_RESULTS"
@@ -40,36 +39,6 @@ def record_row(request: pytest.FixtureRequest) -> RowRecorder:
     return record
 
 
-class DebugRedisServer(RedisServer):
-    """A redis-server that accepts DEBUG SLEEP from local clients, for slow replies."""
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        command = [
-            redis_server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            str(self.directory),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--enable-debug-command",
-            "local",
-            "--loglevel",
-            "warning",
-            "--logfile",
-            str(self.directory / "redis.log"),
-        ]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        self._wait_until_ready()
-
-
 @pytest.fixture
 def aof_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server with appendonly yes, restarted by the test."""
@@ -83,7 +52,8 @@ def aof_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def debug_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = DebugRedisServer(tmp_path / "debug-redis")
+    # DEBUG SLEEP from local clients gives the slow replies.
+    server = RedisServer(tmp_path / "debug-redis", extra_args=("--enable-debug-command", "local"))
     server.start()
     try:
         yield server
