@@ -240,7 +240,15 @@ def build_fetcher(settings: Settings, conn: redis.Redis, identity: str) -> Fetch
                 settings.concurrency,
                 queue_count,
             )
-        return ReliableFetch(conn, settings.queues, identity, blocking_limit=limit)
+        from pyqueue.prefetch import batch_size_for
+
+        return ReliableFetch(
+            conn,
+            settings.queues,
+            identity,
+            batch_size=batch_size_for(settings.concurrency),
+            blocking_limit=limit,
+        )
     raise ConfigError(f"setting fetch is {settings.fetch!r}; choose reliable or basic")
 
 

@@ -11,6 +11,7 @@ and Ruby workers sharing the database never see them.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
@@ -29,22 +30,36 @@ from pyqueue.payload import loads
 logger = logging.getLogger(__name__)
 
 RELIABLE_FETCH_SCRIPT = """
--- Move the oldest job of the first non-empty queue into this process's working list.
+-- Acknowledge finished jobs, then move the oldest jobs of the first non-empty
+-- queue into this process's working list.
 -- KEYS[1]: the working list, pyqueue:working:<identity>
 -- KEYS[2]: the SET of identities that may own a working list
 -- KEYS[3..n]: the queue:<name> lists, in the order to try them
 -- ARGV[1]: the identity of this process
--- Returns: {queue key, job string}, or nil when every queue is empty.
--- The identity is indexed even when nothing moves, so that a thread's later
--- BLMOVE never fills a list that recovery cannot find.
+-- ARGV[2]: the most jobs to move
+-- ARGV[3..m]: finished jobs, each removed once from the working list
+-- Returns: {queue key, {job, ...}} with the oldest job first, or false when
+-- every queue is empty. The identity is indexed even when nothing moves, so
+-- that a thread's later BLMOVE never fills a list that recovery cannot find.
+for i = 3, #ARGV do
+  redis.call("LREM", KEYS[1], -1, ARGV[i])
+end
 redis.call("SADD", KEYS[2], ARGV[1])
+local limit = tonumber(ARGV[2])
 for i = 3, #KEYS do
-  local job = redis.call("LMOVE", KEYS[i], KEYS[1], "RIGHT", "LEFT")
-  if job then
-    return {KEYS[i], job}
+  local jobs = {}
+  for n = 1, limit do
+    local job = redis.call("LMOVE", KEYS[i], KEYS[1], "RIGHT", "LEFT")
+    if not job then
+      break
+    end
+    jobs[n] = job
+  end
+  if #jobs > 0 then
+    return {KEYS[i], jobs}
   end
 end
-return nil
+return false
 """
 
 PUSH_BACK_SCRIPT = """
@@ -75,22 +90,40 @@ return 1
 """
 
 
+# Longest wait of a finished job's acknowledgement for a fetch to carry it
+# before the flusher sends it alone. A process killed within this time after a
+# job finished may run that job again after recovery, as it may a running job.
+ACK_DELAY = 0.5
+
+
 class ReliableFetch:
     """Fetch that keeps each running job in this process's working list until acknowledged.
 
-    While work waits, one script call tries the queues with non-blocking
-    LMOVE, in the configured order (strict) or in a weighted shuffle. When
-    every queue is empty the thread blocks with BLMOVE, which serves one list
-    only, so idle threads spread over the queues: each blocks on the queue
-    with the fewest threads already blocked on it. With at least as many idle
-    threads as queues, every queue has one, and a new job starts at once.
+    While work waits, one script call moves up to ``batch_size`` jobs of the
+    first non-empty queue, in the configured order (strict) or in a weighted
+    shuffle, into the working list. The calling thread runs the first job; the
+    others wait in a buffer that the process's threads take from without a
+    round trip. Buffered jobs are in the working list like running ones, so a
+    process that is killed loses none of them. As with basic fetch's batches,
+    a job that arrives in a higher queue waits until the buffered jobs of a
+    lower queue have started.
+
+    When every queue is empty the thread blocks with BLMOVE, which serves one
+    list only, so idle threads spread over the queues: each blocks on the
+    queue with the fewest threads already blocked on it. With at least as many
+    idle threads as queues, every queue has one, and a new job starts at once.
     NOTE: with fewer idle threads (or fetch-gate slots) than queues, a job on
     a queue that no thread waits on starts at the next script call, up to 2 s
     later.
 
-    The fetcher counts the fetched jobs that are still running (held) and the
-    acknowledgements that failed during an outage, so that a copy in the
-    working list that no thread runs can be distinguished from a running job.
+    Acknowledgements wait in memory and ride on the next script call of any
+    thread, so a busy process removes finished jobs without a round trip of
+    their own. A flusher thread sends those still waiting after ``ack_delay``
+    seconds, when every thread is busy with buffered or long jobs.
+
+    The fetcher counts the fetched jobs that are running or buffered (held)
+    and the acknowledgements not yet sent, so that a copy in the working list
+    that no thread runs can be distinguished from a job in progress.
     """
 
     def __init__(
@@ -99,6 +132,8 @@ class ReliableFetch:
         queues: Sequence[tuple[str, int]],
         identity: str,
         *,
+        batch_size: int = 1,
+        ack_delay: float = ACK_DELAY,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         blocking_limit: int | None = None,
@@ -107,6 +142,7 @@ class ReliableFetch:
         self.queues = tuple(queues)
         self.identity = identity
         self.working_key = keys.working(identity)
+        self.batch_size = max(1, batch_size)
         self.strict = all(weight == 0 for _, weight in self.queues)
         self._names = queue_order(self.queues)
         self._positions = {name: index for index, name in enumerate(self._names)}
@@ -124,18 +160,33 @@ class ReliableFetch:
         self._held: Counter[str] = Counter()
         self._unacknowledged: Counter[str] = Counter()
         self._suspects: Counter[str] = Counter()
+        # Fetched jobs waiting for a thread, oldest first; all are in the working list.
+        self._buffer: collections.deque[UnitOfWork] = collections.deque()
+        # Lets one thread at a time call the script; the others wait for its jobs.
+        self._batch_lock = threading.Lock()
+        self._drained = False
+        self._ack_delay = ack_delay
+        self._acks_waiting = threading.Event()
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def queue_keys(self) -> list[str]:
         """Return the ``queue:<name>`` keys in the order the next script call tries them."""
         names = self._names if self.strict else queue_order(self.queues, self._rng)
         return [keys.queue(name) for name in names]
 
+    def buffered(self) -> int:
+        """Return the number of fetched jobs waiting for a thread."""
+        return len(self._buffer)
+
     def retrieve_work(self) -> UnitOfWork | None:
         # Blocks for at most FETCH_TIMEOUT (2 s) when idle, so a stop is noticed
         # quickly, and an idle thread sends one script call and one BLMOVE (with
         # its SADD) per 2 s instead of spinning.
+        unit = self._take_buffered()
+        if unit is not None:
+            return unit
         try:
-            self.flush_acknowledgements()
             unit = self._take_waiting() or self._wait_for_job()
         except redis.RedisError as exc:
             self.outage.failed(exc)
@@ -144,15 +195,41 @@ class ReliableFetch:
         self.outage.recovered()
         return unit
 
+    def _take_buffered(self) -> UnitOfWork | None:
+        try:
+            return self._buffer.popleft()
+        except IndexError:
+            return None
+
     def _take_waiting(self) -> UnitOfWork | None:
-        result = self._fetch_script(
-            keys=[self.working_key, keys.WORKING_INDEX, *self.queue_keys()],
-            args=[self.identity],
-        )
+        with self._batch_lock:
+            # Another thread may have filled the buffer while this one waited.
+            return self._take_buffered() or self._fetch_batch()
+
+    def _fetch_batch(self) -> UnitOfWork | None:
+        """Send the waiting acknowledgements and move a batch; return its first job."""
+        acknowledged = self._take_acknowledgements()
+        try:
+            result = self._fetch_script(
+                keys=[self.working_key, keys.WORKING_INDEX, *self.queue_keys()],
+                args=[self.identity, self.batch_size, *acknowledged],
+            )
+        except redis.RedisError:
+            self._restore_acknowledgements(acknowledged)
+            raise
         if not result:
             return None
-        key, raw = result
-        return self._hold(keys.queue_name(str(key)), str(raw))
+        key, raws = result
+        first, *rest = self._hold(keys.queue_name(str(key)), [str(raw) for raw in raws])
+        with self._lock:
+            if not self._drained:
+                self._buffer.extend(rest)
+                rest = []
+        if rest:
+            # The process is stopping: the extra jobs go back, newest first,
+            # so that the oldest ends up at the tail and is fetched first.
+            self.bulk_requeue(rest[::-1])
+        return first
 
     def _wait_for_job(self) -> UnitOfWork | None:
         with self._gate.slot(FETCH_TIMEOUT) as admitted:
@@ -171,7 +248,8 @@ class ReliableFetch:
                     self._blocked[name] -= 1
         if raw is None:
             return None
-        return self._hold(name, str(raw))
+        (unit,) = self._hold(name, [str(raw)])
+        return unit
 
     def _pick_blocking_queue(self) -> str:
         """Return the queue with the fewest blocked threads; ties go to this thread's own slot."""
@@ -190,49 +268,99 @@ class ReliableFetch:
             self._blocked[name] += 1
         return name
 
-    def _hold(self, queue: str, raw: str) -> UnitOfWork:
+    def _hold(self, queue: str, raws: Sequence[str]) -> list[UnitOfWork]:
         with self._lock:
-            self._held[raw] += 1
-        return UnitOfWork(queue, raw, self)
+            self._held.update(raws)
+        return [UnitOfWork(queue, raw, self) for raw in raws]
 
     def _release(self, raw: str) -> None:
         with self._lock:
-            if self._held[raw] > 1:
-                self._held[raw] -= 1
-            else:
-                self._held.pop(raw, None)
+            self._release_held(raw)
+
+    def _release_held(self, raw: str) -> None:
+        # The caller holds self._lock.
+        if self._held[raw] > 1:
+            self._held[raw] -= 1
+        else:
+            self._held.pop(raw, None)
 
     def acknowledge(self, unit: UnitOfWork) -> None:
-        """Remove the finished job from the working list (``LREM working 1 <raw>``).
+        """Mark the finished job for removal from the working list.
 
-        On a Redis error the removal is kept in memory and retried before the
-        next fetch, so the finished job does not run again after a recovery.
+        The removal (``LREM working -1 <raw>``) rides on the next script call,
+        or the flusher sends it within ``ack_delay`` seconds. Until then the
+        job counts as unacknowledged, so the orphan check leaves it alone.
         """
-        try:
-            self.redis.lrem(self.working_key, 1, unit.raw)
-        except redis.RedisError as exc:
-            self.outage.failed(exc)
-            with self._lock:
-                self._unacknowledged[unit.raw] += 1
-        finally:
-            self._release(unit.raw)
+        with self._lock:
+            self._unacknowledged[unit.raw] += 1
+            self._release_held(unit.raw)
+        self._start_flusher()
+        self._acks_waiting.set()
 
     def flush_acknowledgements(self) -> None:
-        """Retry the removals that failed; raise RedisError if Redis still fails."""
-        with self._lock:
-            pending = list(self._unacknowledged.elements())
-            self._unacknowledged.clear()
+        """Send the waiting acknowledgements in one pipeline; raise RedisError if Redis fails.
+
+        On a failure they stay in memory and go with a later call, so a
+        finished job does not run again after a recovery.
+        """
+        pending = self._take_acknowledgements()
         if not pending:
             return
         try:
             pipe = self.redis.pipeline(transaction=False)
             for raw in pending:
-                pipe.lrem(self.working_key, 1, raw)
+                pipe.lrem(self.working_key, -1, raw)
             pipe.execute()
         except redis.RedisError:
+            self._restore_acknowledgements(pending)
+            raise
+
+    def _take_acknowledgements(self) -> list[str]:
+        with self._lock:
+            pending = list(self._unacknowledged.elements())
+            self._unacknowledged.clear()
+        return pending
+
+    def _restore_acknowledgements(self, pending: Sequence[str]) -> None:
+        if pending:
             with self._lock:
                 self._unacknowledged.update(pending)
-            raise
+            self._acks_waiting.set()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is not None or self._closed.is_set():
+            return
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="pyqueue-acknowledge", daemon=True
+            )
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._acks_waiting.wait()
+            # The delay lets a fetch carry the acknowledgements first.
+            if self._closed.wait(self._ack_delay):
+                return
+            # Cleared before the flush: an acknowledgement made during the flush
+            # sets it again and is sent in the next round.
+            self._acks_waiting.clear()
+            try:
+                self.flush_acknowledgements()
+            except redis.RedisError as exc:
+                self.outage.failed(exc)
+                self._acks_waiting.set()
+                continue
+            self.outage.recovered()
+
+    def _stop_flusher(self) -> None:
+        self._closed.set()
+        self._acks_waiting.set()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=5)
 
     def requeue(self, unit: UnitOfWork) -> None:
         self.bulk_requeue([unit])
@@ -297,10 +425,13 @@ class ReliableFetch:
         """Push back every job left in the working list, at the end of a graceful stop.
 
         The manager has already pushed back the running jobs, so what is left
-        was fetched after the stop began, or is an orphan. Each job goes to the
-        tail of its queue and is fetched next. A Redis error is logged: the
-        jobs then stay and are recovered once this process is gone.
+        is buffered, was fetched after the stop began, or is an orphan. Each
+        job goes to the tail of its queue and is fetched next. A Redis error
+        is logged: the jobs then stay and are recovered once this process is
+        gone.
         """
+        self._stop_flusher()
+        self._clear_buffer()
         try:
             self.flush_acknowledgements()
             raws = [str(raw) for raw in self.redis.lrange(self.working_key, 0, -1)]
@@ -316,6 +447,13 @@ class ReliableFetch:
             return
         if moved:
             logger.info("pushed %d jobs from %s back to their queues", moved, self.working_key)
+
+    def _clear_buffer(self) -> None:
+        """Stop buffering and forget the buffered jobs; they stay in the working list."""
+        with self._lock:
+            self._drained = True
+            while self._buffer:
+                self._release_held(self._buffer.popleft().raw)
 
     def _push_back_all(self, raws: Sequence[str]) -> int:
         """Push each job back to the queue its payload names; return how many moved.

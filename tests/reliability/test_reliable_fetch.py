@@ -62,9 +62,10 @@ def test_weighted_order_matches_weights(r: redis.Redis) -> None:
     assert 70 <= queues["low"] <= 130, queues
 
 
-def test_acknowledge_removes_from_working_list(r: redis.Redis) -> None:
-    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY)
-    first, second = fill(r, "default", 2)
+def test_acknowledgement_rides_on_next_fetch(r: redis.Redis) -> None:
+    """A finished job leaves the working list with the next script call, not with its own."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, ack_delay=60)
+    first, second, third = fill(r, "default", 3)
     unit = fetcher.retrieve_work()
     other = fetcher.retrieve_work()
     assert unit is not None
@@ -72,10 +73,90 @@ def test_acknowledge_removes_from_working_list(r: redis.Redis) -> None:
     assert (unit.raw, other.raw) == (first, second)
 
     unit.acknowledge()
+    assert r.lrange(WORKING, 0, -1) == [second, first]
+    last = fetcher.retrieve_work()
 
-    assert r.lrange(WORKING, 0, -1) == [second]
-    other.acknowledge()
+    assert last is not None
+    assert last.raw == third
+    assert r.lrange(WORKING, 0, -1) == [third, second]
+    fetcher.drain()
+
+
+def test_flusher_sends_waiting_acknowledgement(r: redis.Redis) -> None:
+    """With no fetch to carry it, an acknowledgement goes out alone after ack_delay."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, ack_delay=0.05)
+    fill(r, "default", 1)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+
+    unit.acknowledge()
+
+    wait_for(lambda: r.exists(WORKING) == 0, timeout=5)
+    assert fetcher._unacknowledged == Counter()
+    fetcher.drain()
+
+
+def test_batch_moves_several_jobs_per_call(r: redis.Redis) -> None:
+    """One script call moves batch_size jobs; the threads take the rest from the buffer."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, batch_size=4, ack_delay=60)
+    raws = fill(r, "default", 10)
+
+    units = [fetcher.retrieve_work() for _ in range(4)]
+
+    assert [u.raw for u in units if u] == raws[:4]
+    assert r.llen("queue:default") == 6
+    assert r.lrange(WORKING, 0, -1) == raws[3::-1]
+    assert fetcher.buffered() == 0
+    fifth = fetcher.retrieve_work()
+    assert fifth is not None
+    assert fifth.raw == raws[4]
+    assert r.llen("queue:default") == 2
+    assert fetcher.buffered() == 3
+    fetcher.drain()
+
+
+def test_buffered_jobs_are_not_orphans(r: redis.Redis) -> None:
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, batch_size=5, ack_delay=60)
+    fill(r, "default", 5)
+    assert fetcher.retrieve_work() is not None
+
+    assert fetcher.reclaim_orphans() == 0
+    assert fetcher.reclaim_orphans() == 0
+
+    assert r.llen(WORKING) == 5
+    assert fetcher.buffered() == 4
+    fetcher.drain()
+
+
+def test_drain_returns_buffered_jobs_in_order(r: redis.Redis) -> None:
+    """The stop pushes buffered jobs back so that they are fetched again oldest first."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, batch_size=4, ack_delay=60)
+    raws = fill(r, "default", 4)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+    unit.acknowledge()
+
+    fetcher.drain()
+
+    assert fetcher.buffered() == 0
     assert r.exists(WORKING) == 0
+    # The tail (the right end) is fetched first.
+    assert r.lrange("queue:default", 0, -1)[::-1] == raws[1:]
+
+
+def test_batch_after_drain_goes_back(r: redis.Redis) -> None:
+    """A batch that arrives once the stop has drained the buffer returns to its queue."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, batch_size=3, ack_delay=60)
+    fetcher.drain()
+    raws = fill(r, "default", 3)
+
+    unit = fetcher.retrieve_work()
+
+    assert unit is not None
+    assert unit.raw == raws[0]
+    assert fetcher.buffered() == 0
+    assert r.lrange(WORKING, 0, -1) == [raws[0]]
+    assert r.lrange("queue:default", 0, -1)[::-1] == raws[1:]
 
 
 def test_requeue_returns_job_to_tail(r: redis.Redis) -> None:
@@ -166,20 +247,21 @@ def test_idle_worker_does_not_spin(fresh_redis: redis.Redis, launch: LaunchFacto
 
 
 def test_acknowledge_retried_after_outage(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A finished job whose LREM failed leaves the working list before the next fetch."""
-    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, sleep=lambda _: None)
+    """An acknowledgement whose fetch failed goes with the next one; the job never runs again."""
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, sleep=lambda _: None, ack_delay=60)
     fill(r, "default", 1)
     unit = fetcher.retrieve_work()
     assert unit is not None
 
-    def fail(*args: object) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
         raise redis.ConnectionError("connection lost")
 
+    unit.acknowledge()
     with monkeypatch.context() as patch:
-        patch.setattr(fetcher.redis, "lrem", fail)
-        unit.acknowledge()
+        patch.setattr(fetcher, "_fetch_script", fail)
+        assert fetcher.retrieve_work() is None
     assert r.llen(WORKING) == 1
-    # An acknowledgement that failed is not an orphan.
+    # An acknowledgement not yet sent is not an orphan.
     assert fetcher.reclaim_orphans() == 0
     assert fetcher.reclaim_orphans() == 0
 
@@ -187,6 +269,29 @@ def test_acknowledge_retried_after_outage(r: redis.Redis, monkeypatch: pytest.Mo
 
     assert r.exists(WORKING) == 0
     assert r.llen("queue:default") == 0
+    fetcher.drain()
+
+
+def test_failed_flush_keeps_acknowledgement(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, ack_delay=60)
+    fill(r, "default", 1)
+    unit = fetcher.retrieve_work()
+    assert unit is not None
+    unit.acknowledge()
+
+    def broken_pipeline(*args: object, **kwargs: object) -> None:
+        raise redis.ConnectionError("connection lost")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fetcher.redis, "pipeline", broken_pipeline)
+        with pytest.raises(redis.ConnectionError):
+            fetcher.flush_acknowledgements()
+    assert fetcher._unacknowledged == Counter({unit.raw: 1})
+
+    fetcher.flush_acknowledgements()
+
+    assert r.exists(WORKING) == 0
+    fetcher.drain()
 
 
 def test_orphan_pushed_back_on_second_check(r: redis.Redis) -> None:
@@ -228,6 +333,11 @@ def test_build_fetcher_follows_setting(r: redis.Redis) -> None:
 
     assert isinstance(reliable, ReliableFetch)
     assert isinstance(basic, BasicFetch)
+    # One job per thread per script call, at most ten.
+    assert reliable.batch_size == 5
+    many = build_fetcher(config.build({"concurrency": 25}), r, IDENTITY)
+    assert isinstance(many, ReliableFetch)
+    assert many.batch_size == 10
 
 
 def test_fewer_threads_than_queues_warns(r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
