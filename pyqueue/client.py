@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from pyqueue import keys
-from pyqueue.connection import create_redis
+from pyqueue.connection import create_redis, send_commands
 from pyqueue.errors import ArgumentError
 from pyqueue.middleware import ClientChain
 from pyqueue.payload import Payload, check_args, dumps, new_jid, timestamp
@@ -157,11 +157,10 @@ class Client:
         by_queue: dict[str, list[str]] = {}
         for payload in payloads:
             by_queue.setdefault(str(payload["queue"]), []).append(dumps(payload))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(keys.QUEUES, *by_queue)
+        commands: list[list[str]] = [["SADD", keys.QUEUES, *by_queue]]
         for queue, encoded in by_queue.items():
-            pipe.lpush(keys.queue(queue), *encoded)
-        pipe.execute()
+            commands.append(["LPUSH", keys.queue(queue), *encoded])
+        send_commands(self.redis, commands)
 
     def _push_scheduled(self, entries: list[tuple[float, Payload]]) -> None:
         for _, payload in entries:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from pyqueue.config import build
-from pyqueue.connection import check_server_version, create_redis
+from pyqueue.connection import check_server_version, create_redis, send_commands
 from pyqueue.errors import ConfigError, RedisVersionError
 from tests.fixtures.redis_server import free_port, redis_server_binary
 
@@ -166,3 +166,32 @@ def test_hiredis_parser_in_use(redis_url: str) -> None:
     finally:
         conn.connection_pool.release(connection)
         conn.close()
+
+
+def test_send_commands_returns_each_reply(r: redis.Redis) -> None:
+    replies = send_commands(r, [["SADD", "queues", "a", "b"], ["LPUSH", "queue:a", "x", "y"]])
+
+    assert replies == [2, 2]
+    assert r.lrange("queue:a", 0, -1) == ["y", "x"]
+
+
+def test_send_commands_error_reply_leaves_connection_clean(redis_url: str) -> None:
+    """An error reply raises, and the next command on the pool gets its own reply."""
+    client = create_redis(redis_url, pool_size=1)
+    client.set("text", "not a list")
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        send_commands(client, [["LPUSH", "text", "x"], ["PING"]])
+
+    assert client.get("text") == "not a list"
+    assert client.echo("next") == "next"
+
+
+def test_send_commands_retries_on_a_killed_connection(redis_url: str) -> None:
+    client = create_redis(redis_url, pool_size=1)
+    client_id = client.client_id()
+    other = create_redis(redis_url, pool_size=1)
+    other.client_kill_filter(_id=client_id)
+
+    assert send_commands(client, [["SADD", "queues", "c"]]) == [1]
+    assert client.client_id() != client_id
