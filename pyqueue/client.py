@@ -98,8 +98,10 @@ class Client:
         in pipelined batches of ``batch_size`` (default 1,000). The result has
         one entry per input job: its jid, or None where middleware vetoed it.
         """
+        # "args" stays in the template, so that it keeps its place in the key
+        # order of each job, as in Sidekiq's push_bulk.
         template = dict(item)
-        all_args = template.pop("args", None)
+        all_args = template.get("args")
         if not isinstance(all_args, list) or not all(isinstance(a, list) for a in all_args):
             raise ArgumentError("push_bulk needs args as a list of argument lists, e.g. [[1], [2]]")
         at_values = _bulk_times(template.pop("at", None), len(all_args))
@@ -125,9 +127,18 @@ class Client:
         now_items: list[Payload] = []
         scheduled: list[tuple[float, Payload]] = []
         jids: list[str | None] = []
+        # Validated once per batch; each job then differs only in args and jid,
+        # which keep their places in the key order.
+        base = normalize(dict(template, args=[]), self.timestamp_mode)
+        if "created_at" not in template:
+            base["created_at"] = created_at
+        fixed_jid = "jid" in template
         for index, args in enumerate(batch):
-            job = dict(template, args=args, created_at=template.get("created_at", created_at))
-            payload = self._run_middleware(normalize(job, self.timestamp_mode))
+            check_args(args)
+            job = dict(base, args=args)
+            if not fixed_jid:
+                job["jid"] = new_jid()
+            payload = self._run_middleware(job)
             if payload is None:
                 jids.append(None)
                 continue

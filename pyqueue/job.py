@@ -165,19 +165,23 @@ class JobSetter:
         return self._perform_scheduled(scheduled_time(epoch), list(args))
 
     def perform_bulk(self, args_list: list[list[Any]], batch_size: int = 1000) -> list[str | None]:
-        item = self._item(args_list)
+        item = self._item(args_list, class_first=True)
         item["batch_size"] = batch_size
         return controls.push_bulk(self._client(), item)
 
     def _perform_scheduled(self, at: float, args: list[Any]) -> str | None:
-        item = self._item(args)
+        item = self._item(args, class_first=True)
         # As in Sidekiq, a time already passed goes straight to the queue.
         if at > time.time():
             item["at"] = at
         return controls.push(self._client(), item)
 
-    def _item(self, args: Any) -> dict[str, Any]:
+    def _item(self, args: Any, *, class_first: bool = False) -> dict[str, Any]:
+        # Sidekiq writes "args" before "class" for perform_async and after it
+        # for perform_in, perform_at and perform_bulk; the captures show both.
         options = {k: v for k, v in self.options.items() if k != "client"}
+        if class_first:
+            return {**options, "class": self.job, "args": args}
         return {**options, "args": args, "class": self.job}
 
     def _client(self) -> Client:

@@ -157,6 +157,24 @@ def test_push_bulk_with_at_list(r: redis.Redis, redis_url: str) -> None:
     assert all("at" not in json.loads(m) for m, _ in entries)
 
 
+def test_push_bulk_jobs_have_the_shape_of_a_single_push(r: redis.Redis, redis_url: str) -> None:
+    client = Client(redis_url)
+    client.push({"class": "X", "args": [0], "tags": ["a"]})
+    client.push_bulk({"class": "X", "args": [[1], [2]], "tags": ["a"]})
+
+    single, *bulk = [json.loads(x) for x in reversed(r.lrange("queue:default", 0, -1))]
+
+    assert [list(job) for job in bulk] == [list(single)] * 2
+    assert bulk[0]["jid"] != bulk[1]["jid"]
+
+
+def test_push_bulk_names_the_bad_argument(r: redis.Redis, redis_url: str) -> None:
+    with pytest.raises(ArgumentError, match=r"args\[0\].*bytes"):
+        Client(redis_url).push_bulk({"class": "X", "args": [[1], [b"raw"]]})
+
+    assert r.exists("queue:default") == 0
+
+
 def test_push_bulk_rejects_jid_for_many(redis_url: str) -> None:
     with pytest.raises(ArgumentError, match="jid"):
         Client(redis_url).push_bulk({"class": "X", "args": [[1], [2]], "jid": "a" * 24})

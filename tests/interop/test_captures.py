@@ -34,10 +34,10 @@ SETUP_COMMANDS = {"client", "hello", "select", "auth", "echo", "ping"}
 
 
 def payload_view(text: str) -> tuple[Any, ...]:
-    """Return what a pushed payload must share with Sidekiq's: field types and fixed values."""
+    """Return what a payload must share with Sidekiq's: field order and types, fixed values."""
     payload = loads(text)
     fixed = tuple(dumps(payload.get(field)) for field in ("class", "queue", "retry", "args"))
-    return tuple(sorted(field_types(text).items())), fixed
+    return tuple(field_types(text).items()), fixed
 
 
 def score_delay(score: str, member: str) -> int:

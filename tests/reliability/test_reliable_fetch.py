@@ -272,7 +272,9 @@ def test_acknowledge_retried_after_outage(r: redis.Redis, monkeypatch: pytest.Mo
     fetcher.drain()
 
 
-def test_failed_flush_keeps_acknowledgement(r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_flush_keeps_acknowledgement(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fetcher = ReliableFetch(r, [("default", 0)], IDENTITY, ack_delay=60)
     fill(r, "default", 1)
     unit = fetcher.retrieve_work()
