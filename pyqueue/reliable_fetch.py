@@ -294,8 +294,11 @@ class ReliableFetch:
         with self._lock:
             self._unacknowledged[unit.raw] += 1
             self._release_held(unit.raw)
-        self._start_flusher()
-        self._acks_waiting.set()
+        if self._flusher is None:
+            self._start_flusher()
+        # Event.set takes a lock and notifies; under load the flag is already set.
+        if not self._acks_waiting.is_set():
+            self._acks_waiting.set()
 
     def flush_acknowledgements(self) -> None:
         """Send the waiting acknowledgements in one pipeline; raise RedisError if Redis fails.
