@@ -14,6 +14,7 @@ passwords and SendGrid API keys never reach the output.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
 import datetime as dt
@@ -23,6 +24,8 @@ import os
 import re
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,17 +185,47 @@ class SecretFilter(logging.Filter):
         return True
 
 
-class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler that writes each record with one ``os.write`` and no handler lock.
+# Lines below WARNING wait this long to be written together with the lines
+# of other threads; see LineHandler.
+WRITE_DELAY = 0.005
 
-    StreamHandler holds its lock across the write and the flush, and with ten
-    threads that log two lines per job, the threads queued for that lock and
-    the GIL in turn. One ``os.write`` of a whole line needs no lock: Linux
-    keeps the lines of concurrent writes whole on pipes (up to 4 KiB a
-    line), terminals and files. The stream's own buffer is flushed first, so
-    what was printed before a record still comes before it. A stream without
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes whole lines with ``os.write``, collected over a few ms.
+
+    StreamHandler writes and flushes each record under its lock, and a worker
+    with ten threads logs two lines per job, so the threads queued for that
+    lock and for the GIL around every write. Here each thread formats its
+    line and appends it to a queue. A writer thread writes what the queue
+    holds with one ``os.write`` at most ``WRITE_DELAY`` (5 ms) after the
+    first line arrived. A line at WARNING or above is written at once,
+    behind the lines queued before it, and so is every line when the stream
+    is a terminal. ``flush()`` and ``close()``, which ``logging`` calls at
+    exit, write what is queued. The stream's own buffer is flushed first, so
+    what was printed before a write still comes before it. A stream without
     a file descriptor (io.StringIO) goes through StreamHandler's locked path.
+
+    NOTE: a process killed with SIGKILL loses the lines below WARNING of its
+    last 5 ms.
     """
+
+    def __init__(self, stream: Any = None, *, delay: float = WRITE_DELAY) -> None:
+        super().__init__(stream)
+        self.delay = delay
+        self._queue: collections.deque[str] = collections.deque()
+        # Held while lines leave the queue and are written, which keeps their order.
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._writer_pid = 0
+        _line_handlers.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have held the lock at the fork, and the queued
+        # lines are the parent's to write.
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queue.clear()
 
     def handle(self, record: logging.LogRecord) -> bool:
         passed = self.filter(record)
@@ -203,9 +236,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return bool(passed)
 
     def _write(self, record: logging.LogRecord) -> None:
-        try:
-            fd = self.stream.fileno()
-        except (AttributeError, OSError, ValueError):
+        fd = self._descriptor()
+        if fd is None:
             self.acquire()
             try:
                 self.emit(record)
@@ -213,15 +245,81 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.release()
             return
         try:
-            encoding = getattr(self.stream, "encoding", None) or "utf-8"
-            data = (self.format(record) + self.terminator).encode(encoding, "backslashreplace")
-            self.stream.flush()
-            # NOTE: a line longer than the pipe buffer may be written in parts,
-            # and another thread's line can then land between them.
-            while data:
-                data = data[os.write(fd, data) :]
+            self._queue.append(self.format(record) + self.terminator)
+            if record.levelno >= logging.WARNING or self.delay <= 0 or os.isatty(fd):
+                self._write_queued(fd)
+            else:
+                self._wake_writer()
         except Exception:
             self.handleError(record)
+
+    def _descriptor(self) -> int | None:
+        try:
+            return int(self.stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    def _write_queued(self, fd: int) -> None:
+        with self._write_lock:
+            lines = []
+            while self._queue:
+                lines.append(self._queue.popleft())
+            if not lines:
+                return
+            encoding = getattr(self.stream, "encoding", None) or "utf-8"
+            data = "".join(lines).encode(encoding, "backslashreplace")
+            self.stream.flush()
+            # NOTE: a write larger than the pipe buffer may be split, and a
+            # line printed by other code can then land inside it.
+            while data:
+                data = data[os.write(fd, data) :]
+
+    def _wake_writer(self) -> None:
+        if self._writer_pid != os.getpid():
+            # First line, or a forked child, which has no writer thread.
+            self._start_writer()
+        # Event.set takes a lock and notifies; under load the flag is already set.
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _start_writer(self) -> None:
+        with self._write_lock:
+            if self._writer_pid == os.getpid():
+                return
+            self._writer_pid = os.getpid()
+            self._writer = threading.Thread(target=self._run, name="pyqueue-log", daemon=True)
+            self._writer.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.delay)
+            # Cleared before the write: a line queued during the write wakes
+            # the next round.
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued lines, then flush the stream."""
+        fd = self._descriptor()
+        try:
+            if fd is not None:
+                self._write_queued(fd)
+            super().flush()
+        except Exception:
+            # Nothing names a record here; the lines are lost, as StreamHandler's are.
+            self._queue.clear()
+
+
+_line_handlers: weakref.WeakSet[LineHandler] = weakref.WeakSet()
+
+
+def _reset_line_handlers() -> None:
+    for handler in list(_line_handlers):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_line_handlers)
 
 
 def setup(level: str | None = None, fmt: str | None = None, stream: Any = None) -> logging.Handler:

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import re
+import select
 import threading
 from collections.abc import Iterator
 
@@ -38,7 +39,8 @@ def make_logger(handler: logging.Handler, name: str) -> logging.Logger:
     return logger
 
 
-def read_all(stream: io.TextIOWrapper, read_end: int) -> str:
+def read_all(stream: io.TextIOWrapper, read_end: int, handler: logging.Handler) -> str:
+    handler.flush()
     stream.close()
     chunks = []
     while chunk := os.read(read_end, 65536):
@@ -48,7 +50,8 @@ def read_all(stream: io.TextIOWrapper, read_end: int) -> str:
 
 def test_threads_write_whole_lines(pipe: tuple[io.TextIOWrapper, int]) -> None:
     stream, read_end = pipe
-    logger = make_logger(log.LineHandler(stream), "perf.lines")
+    handler = log.LineHandler(stream)
+    logger = make_logger(handler, "perf.lines")
 
     def write_lines(number: int) -> None:
         for index in range(100):
@@ -61,7 +64,7 @@ def test_threads_write_whole_lines(pipe: tuple[io.TextIOWrapper, int]) -> None:
     for thread in threads:
         thread.join()
 
-    lines = read_all(stream, read_end).splitlines()
+    lines = read_all(stream, read_end, handler).splitlines()
 
     assert len(lines) == 800
     assert all(LINE.match(line) for line in lines)
@@ -69,25 +72,82 @@ def test_threads_write_whole_lines(pipe: tuple[io.TextIOWrapper, int]) -> None:
 
 def test_printed_text_comes_first(pipe: tuple[io.TextIOWrapper, int]) -> None:
     stream, read_end = pipe
-    logger = make_logger(log.LineHandler(stream), "perf.order")
+    handler = log.LineHandler(stream)
+    logger = make_logger(handler, "perf.order")
 
     stream.write("printed before\n")
     logger.info("record 1 of thread 0")
 
-    lines = read_all(stream, read_end).splitlines()
+    lines = read_all(stream, read_end, handler).splitlines()
     assert lines[0] == "printed before"
     assert LINE.match(lines[1])
 
 
 def test_secrets_masked_on_descriptor_path(pipe: tuple[io.TextIOWrapper, int]) -> None:
     stream, read_end = pipe
-    logger = make_logger(log.LineHandler(stream), "perf.secret")
+    handler = log.LineHandler(stream)
+    logger = make_logger(handler, "perf.secret")
 
     logger.info("connecting to %s", "redis://:hunter2@127.0.0.1:6379/0")
 
-    text = read_all(stream, read_end)
+    text = read_all(stream, read_end, handler)
     assert "hunter2" not in text
     assert "redis://:***@127.0.0.1:6379/0" in text
+
+
+def read_available(read_end: int, timeout: float) -> str:
+    """Return what arrives on the pipe within ``timeout`` seconds."""
+    ready, _, _ = select.select([read_end], [], [], timeout)
+    return os.read(read_end, 65536).decode("utf-8") if ready else ""
+
+
+def test_queued_lines_are_written_within_the_delay(pipe: tuple[io.TextIOWrapper, int]) -> None:
+    stream, read_end = pipe
+    handler = log.LineHandler(stream, delay=0.05)
+    logger = make_logger(handler, "perf.delay")
+
+    logger.info("record 1 of thread 0")
+    logger.info("record 2 of thread 0")
+
+    # One write carries both lines once the delay has passed.
+    text = read_available(read_end, timeout=5)
+    assert [line.split(": ", 1)[1] for line in text.splitlines()] == [
+        "record 1 of thread 0",
+        "record 2 of thread 0",
+    ]
+
+
+def test_warning_is_written_at_once_behind_queued_lines(
+    pipe: tuple[io.TextIOWrapper, int],
+) -> None:
+    stream, read_end = pipe
+    handler = log.LineHandler(stream, delay=60)
+    logger = make_logger(handler, "perf.warning")
+
+    logger.info("queued first")
+    assert read_available(read_end, timeout=0.1) == ""
+    logger.warning("written at once")
+
+    lines = read_available(read_end, timeout=5).splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["queued first", "written at once"]
+
+
+def test_forked_child_does_not_repeat_the_parents_lines(
+    pipe: tuple[io.TextIOWrapper, int],
+) -> None:
+    stream, read_end = pipe
+    handler = log.LineHandler(stream, delay=60)
+    logger = make_logger(handler, "perf.fork")
+    logger.info("parent line")
+
+    pid = os.fork()
+    if pid == 0:
+        logger.error("child line")
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+    lines = read_all(stream, read_end, handler).splitlines()
+    assert sorted(line.split(": ", 1)[1] for line in lines) == ["child line", "parent line"]
 
 
 def test_stream_without_descriptor_falls_back() -> None:
