@@ -9,6 +9,7 @@ straight back to ``schedule``.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +134,8 @@ class Client:
         if "created_at" not in template:
             base["created_at"] = created_at
         fixed_jid = "jid" in template
+        if times is None and not fixed_jid and not self.middleware.entries and _push_hook is None:
+            return list(self._push_from_template(base, batch))
         for index, args in enumerate(batch):
             check_args(args)
             job = dict(base, args=args)
@@ -151,6 +154,36 @@ class Client:
             self._push_now(now_items)
         if scheduled:
             self._push_scheduled(scheduled)
+        return jids
+
+    def _push_from_template(self, base: Payload, batch: list[Any]) -> list[str]:
+        """Push jobs that differ from ``base`` only in args and jid; return their jids.
+
+        Encoding each job hash cost most of push_bulk's time. With no
+        middleware to change a job, every job encodes as the same text
+        around its args and its jid, so the text is encoded once and each
+        job's args are encoded alone. The result is byte for byte what
+        encoding each job would give.
+        """
+        for args in batch:
+            check_args(args)
+        marker = new_jid()
+        template = dict(base, args=f"args-{marker}", jid=f"jid-{marker}")
+        template["enqueued_at"] = timestamp(self.timestamp_mode)
+        head, args_marker, middle, _, tail = re.split(
+            f'("args-{marker}"|"jid-{marker}")', dumps(template)
+        )
+        jids = [new_jid() for _ in batch]
+        jobs = zip(batch, jids, strict=True)
+        if args_marker == f'"args-{marker}"':
+            encoded = [f'{head}{dumps(args)}{middle}"{jid}"{tail}' for args, jid in jobs]
+        else:
+            # Options put jid before args in this job hash.
+            encoded = [f'{head}"{jid}"{middle}{dumps(args)}{tail}' for args, jid in jobs]
+        queue = str(base["queue"])
+        send_commands(
+            self.redis, [["SADD", keys.QUEUES, queue], ["LPUSH", keys.queue(queue), *encoded]]
+        )
         return jids
 
     def _run_middleware(self, payload: Payload) -> Payload | None:

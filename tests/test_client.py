@@ -12,6 +12,7 @@ import pyqueue
 from pyqueue import Client, Job, foreign, job
 from pyqueue.errors import ArgumentError, JobDefinitionError, UnknownJobClass
 from pyqueue.job import lookup, unregister
+from pyqueue.payload import dumps
 
 
 class RecordArgsJob(Job):
@@ -173,6 +174,33 @@ def test_push_bulk_names_the_bad_argument(r: redis.Redis, redis_url: str) -> Non
         Client(redis_url).push_bulk({"class": "X", "args": [[1], [b"raw"]]})
 
     assert r.exists("queue:default") == 0
+
+
+def test_push_bulk_without_middleware_encodes_as_each_job_alone(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """The template path writes the bytes that encoding each job hash would write."""
+    args = [[1e20, "ünïcode \u2028", {"k": [None, True, 1.5]}], [10**30, -0.0], [1.0e15]]
+    item = {"class": "X", "args": args, "queue": "bulk", "tags": ["1e+20"], "retry": 3}
+    plain = Client(redis_url)
+    passing = Client(redis_url)
+    passing.middleware.add(lambda payload, queue, call: call(payload))
+
+    plain.push_bulk(item)
+    passing.push_bulk(item)
+
+    written = list(reversed(r.lrange("queue:bulk", 0, -1)))
+    fast, slow = written[:3], written[3:]
+    volatile = ("jid", "created_at", "enqueued_at")
+    for fast_raw, slow_raw in zip(fast, slow, strict=True):
+        fast_job, slow_job = json.loads(fast_raw), json.loads(slow_raw)
+        assert list(fast_job) == list(slow_job)
+        for field in volatile:
+            fast_job.pop(field), slow_job.pop(field)
+        assert fast_job == slow_job
+        assert fast_raw == dumps(json.loads(fast_raw))
+    assert '"args":[1.0e+20,"ünïcode \u2028",' in fast[0]
+    assert len({json.loads(raw)["jid"] for raw in fast}) == 3
 
 
 def test_push_bulk_rejects_jid_for_many(redis_url: str) -> None:
