@@ -20,6 +20,7 @@ Both implement the same ``Fetcher`` protocol, so the processor does not change.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import threading
@@ -135,6 +136,47 @@ class FetchGate:
         finally:
             if acquired:
                 self._slots.release()
+
+
+class JobBuffer:
+    """Fetched jobs waiting for a processor thread, oldest first, shared by a process's threads.
+
+    A fetcher that takes several jobs per round trip hands out the first and
+    buffers the rest. ``close()`` at a stop empties the buffer, and from
+    then on ``add`` returns the jobs instead of buffering them, so that no
+    job lands in the buffer after it was handed back.
+    """
+
+    def __init__(self) -> None:
+        self._units: collections.deque[UnitOfWork] = collections.deque()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def take(self) -> UnitOfWork | None:
+        """Return the oldest buffered job, or None when the buffer is empty."""
+        try:
+            return self._units.popleft()
+        except IndexError:
+            return None
+
+    def add(self, units: Sequence[UnitOfWork]) -> list[UnitOfWork]:
+        """Buffer ``units``; return them instead when the buffer is closed."""
+        with self._lock:
+            if self._closed:
+                return list(units)
+            self._units.extend(units)
+            return []
+
+    def close(self) -> list[UnitOfWork]:
+        """Stop buffering; return the buffered jobs, oldest first."""
+        with self._lock:
+            self._closed = True
+            units = list(self._units)
+            self._units.clear()
+            return units
 
 
 class BasicFetch:

@@ -24,12 +24,12 @@ import os
 import re
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from pyqueue.errors import ConfigError
+from pyqueue.flusher import DelayedFlusher
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
@@ -196,9 +196,9 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     StreamHandler writes and flushes each record under its lock, and a worker
     with ten threads logs two lines per job, so the threads queued for that
     lock and for the GIL around every write. Here each thread formats its
-    line and appends it to a queue. A writer thread writes what the queue
-    holds with one ``os.write`` at most ``WRITE_DELAY`` (5 ms) after the
-    first line arrived. A line at WARNING or above is written at once,
+    line and appends it to a queue. A writer thread writes the queued lines
+    with one ``os.write`` at most ``WRITE_DELAY`` (5 ms) after the first
+    line arrived. A line at WARNING or above is written at once,
     behind the lines queued before it, and so is every line when the stream
     is a terminal. ``flush()`` and ``close()``, which ``logging`` calls at
     exit, write what is queued. The stream's own buffer is flushed first, so
@@ -215,16 +215,13 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._queue: collections.deque[str] = collections.deque()
         # Held while lines leave the queue and are written, which keeps their order.
         self._write_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._writer: threading.Thread | None = None
-        self._writer_pid = 0
+        self._writer = DelayedFlusher(self.flush, delay, "pyqueue-log")
         _line_handlers.add(self)
 
     def _after_fork_in_child(self) -> None:
         # Another thread may have held the lock at the fork, and the queued
         # lines are the parent's to write.
         self._write_lock = threading.Lock()
-        self._wake = threading.Event()
         self._queue.clear()
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -249,7 +246,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if record.levelno >= logging.WARNING or self.delay <= 0 or os.isatty(fd):
                 self._write_queued(fd)
             else:
-                self._wake_writer()
+                self._writer.wake()
         except Exception:
             self.handleError(record)
 
@@ -273,31 +270,6 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             # line printed by other code can then land inside it.
             while data:
                 data = data[os.write(fd, data) :]
-
-    def _wake_writer(self) -> None:
-        if self._writer_pid != os.getpid():
-            # First line, or a forked child, which has no writer thread.
-            self._start_writer()
-        # Event.set takes a lock and notifies; under load the flag is already set.
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def _start_writer(self) -> None:
-        with self._write_lock:
-            if self._writer_pid == os.getpid():
-                return
-            self._writer_pid = os.getpid()
-            self._writer = threading.Thread(target=self._run, name="pyqueue-log", daemon=True)
-            self._writer.start()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            time.sleep(self.delay)
-            # Cleared before the write: a line queued during the write wakes
-            # the next round.
-            self._wake.clear()
-            self.flush()
 
     def flush(self) -> None:
         """Write the queued lines, then flush the stream."""

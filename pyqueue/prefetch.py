@@ -24,7 +24,6 @@ this buffer.
 
 from __future__ import annotations
 
-import collections
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import redis
 
 from pyqueue import keys
-from pyqueue.fetch import BasicFetch, UnitOfWork
+from pyqueue.fetch import BasicFetch, JobBuffer, UnitOfWork
 
 # Jobs per round trip at most: enough to cut the round trips per job by an
 # order of magnitude, few enough that a crash loses little.
@@ -76,13 +75,9 @@ class PrefetchFetch(BasicFetch):
         super().__init__(conn, queues, **options)
         self.batch_size = batch_size
         self._script = conn.register_script(POP_BATCH)
-        self._buffer: collections.deque[UnitOfWork] = collections.deque()
-        # Guards adding to the buffer against drain(), so that no batch lands
-        # in the buffer after the buffer was pushed back.
-        self._buffer_lock = threading.Lock()
+        self._buffer = JobBuffer()
         # Lets one thread at a time fetch a batch; the others wait for its jobs.
         self._batch_lock = threading.Lock()
-        self._drained = False
         # True while the last fetch found a job: only then is a batch worth a call.
         self._queue_busy = False
 
@@ -91,13 +86,13 @@ class PrefetchFetch(BasicFetch):
         return len(self._buffer)
 
     def retrieve_work(self) -> UnitOfWork | None:
-        unit = self._take_buffered()
+        unit = self._buffer.take()
         if unit is not None:
             return unit
         if self._queue_busy and self.batch_size > 1:
             with self._batch_lock:
                 # Another thread may have filled the buffer while this one waited.
-                unit = self._take_buffered() or self._retrieve_batch()
+                unit = self._buffer.take() or self._retrieve_batch()
             if unit is not None:
                 return unit
             self._queue_busy = False
@@ -105,12 +100,6 @@ class PrefetchFetch(BasicFetch):
         if unit is not None:
             self._queue_busy = True
         return unit
-
-    def _take_buffered(self) -> UnitOfWork | None:
-        try:
-            return self._buffer.popleft()
-        except IndexError:
-            return None
 
     def _retrieve_batch(self) -> UnitOfWork | None:
         try:
@@ -125,11 +114,7 @@ class PrefetchFetch(BasicFetch):
         key, raws = result
         queue = keys.queue_name(str(key))
         units = [UnitOfWork(queue, str(raw), self) for raw in raws]
-        extra = units[1:]
-        with self._buffer_lock:
-            if not self._drained:
-                self._buffer.extend(extra)
-                extra = []
+        extra = self._buffer.add(units[1:])
         if extra:
             # The process is stopping: these jobs go straight back.
             self.bulk_requeue(list(reversed(extra)))
@@ -143,10 +128,7 @@ class PrefetchFetch(BasicFetch):
         one ends up at the tail again. Raises a redis error when the push
         fails, and the jobs are then lost, as running jobs are.
         """
-        with self._buffer_lock:
-            self._drained = True
-            units = list(self._buffer)
-            self._buffer.clear()
+        units = self._buffer.close()
         if units:
             self.bulk_requeue(list(reversed(units)))
         super().drain()

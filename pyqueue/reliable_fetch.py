@@ -11,7 +11,6 @@ and Ruby workers sharing the database never see them.
 
 from __future__ import annotations
 
-import collections
 import logging
 import random
 import threading
@@ -23,7 +22,8 @@ import redis
 
 from pyqueue import keys
 from pyqueue.connection import FETCH_TIMEOUT
-from pyqueue.fetch import ERROR_PAUSE, FetchGate, UnitOfWork, queue_order
+from pyqueue.fetch import ERROR_PAUSE, FetchGate, JobBuffer, UnitOfWork, queue_order
+from pyqueue.flusher import DelayedFlusher
 from pyqueue.outage import OutageLog
 from pyqueue.payload import loads
 
@@ -90,9 +90,9 @@ return 1
 """
 
 
-# Longest wait of a finished job's acknowledgement for a fetch to carry it
-# before the flusher sends it alone. A process killed within this time after a
-# job finished may run that job again after recovery, as it may a running job.
+# Seconds a finished job's acknowledgement waits for a fetch to carry it before
+# the flusher sends it alone. A process killed within this time after a job
+# finished may run that job again after recovery, as it may a running job.
 ACK_DELAY = 0.5
 
 
@@ -160,15 +160,11 @@ class ReliableFetch:
         self._held: Counter[str] = Counter()
         self._unacknowledged: Counter[str] = Counter()
         self._suspects: Counter[str] = Counter()
-        # Fetched jobs waiting for a thread, oldest first; all are in the working list.
-        self._buffer: collections.deque[UnitOfWork] = collections.deque()
+        # Every buffered job is in the working list too.
+        self._buffer = JobBuffer()
         # Lets one thread at a time call the script; the others wait for its jobs.
         self._batch_lock = threading.Lock()
-        self._drained = False
-        self._ack_delay = ack_delay
-        self._acks_waiting = threading.Event()
-        self._closed = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = DelayedFlusher(self._flush_waiting, ack_delay, "pyqueue-acknowledge")
 
     def queue_keys(self) -> list[str]:
         """Return the ``queue:<name>`` keys in the order the next script call tries them."""
@@ -183,7 +179,7 @@ class ReliableFetch:
         # Blocks for at most FETCH_TIMEOUT (2 s) when idle, so a stop is noticed
         # quickly, and an idle thread sends one script call and one BLMOVE (with
         # its SADD) per 2 s instead of spinning.
-        unit = self._take_buffered()
+        unit = self._buffer.take()
         if unit is not None:
             return unit
         try:
@@ -195,16 +191,10 @@ class ReliableFetch:
         self.outage.recovered()
         return unit
 
-    def _take_buffered(self) -> UnitOfWork | None:
-        try:
-            return self._buffer.popleft()
-        except IndexError:
-            return None
-
     def _take_waiting(self) -> UnitOfWork | None:
         with self._batch_lock:
             # Another thread may have filled the buffer while this one waited.
-            return self._take_buffered() or self._fetch_batch()
+            return self._buffer.take() or self._fetch_batch()
 
     def _fetch_batch(self) -> UnitOfWork | None:
         """Send the waiting acknowledgements and move a batch; return its first job."""
@@ -221,10 +211,7 @@ class ReliableFetch:
             return None
         key, raws = result
         first, *rest = self._hold(keys.queue_name(str(key)), [str(raw) for raw in raws])
-        with self._lock:
-            if not self._drained:
-                self._buffer.extend(rest)
-                rest = []
+        rest = self._buffer.add(rest)
         if rest:
             # The process is stopping: the extra jobs go back, newest first,
             # so that the oldest ends up at the tail and is fetched first.
@@ -294,11 +281,7 @@ class ReliableFetch:
         with self._lock:
             self._unacknowledged[unit.raw] += 1
             self._release_held(unit.raw)
-        if self._flusher is None:
-            self._start_flusher()
-        # Event.set takes a lock and notifies; under load the flag is already set.
-        if not self._acks_waiting.is_set():
-            self._acks_waiting.set()
+        self._flusher.wake()
 
     def flush_acknowledgements(self) -> None:
         """Send the waiting acknowledgements in one pipeline; raise RedisError if Redis fails.
@@ -328,42 +311,17 @@ class ReliableFetch:
         if pending:
             with self._lock:
                 self._unacknowledged.update(pending)
-            self._acks_waiting.set()
+            self._flusher.wake()
 
-    def _start_flusher(self) -> None:
-        if self._flusher is not None or self._closed.is_set():
+    def _flush_waiting(self) -> None:
+        # Runs on the flusher thread once the delay has let a fetch carry them first.
+        try:
+            self.flush_acknowledgements()
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
+            self._flusher.wake()
             return
-        with self._lock:
-            if self._flusher is not None:
-                return
-            self._flusher = threading.Thread(
-                target=self._flush_loop, name="pyqueue-acknowledge", daemon=True
-            )
-        self._flusher.start()
-
-    def _flush_loop(self) -> None:
-        while True:
-            self._acks_waiting.wait()
-            # The delay lets a fetch carry the acknowledgements first.
-            if self._closed.wait(self._ack_delay):
-                return
-            # Cleared before the flush: an acknowledgement made during the flush
-            # sets it again and is sent in the next round.
-            self._acks_waiting.clear()
-            try:
-                self.flush_acknowledgements()
-            except redis.RedisError as exc:
-                self.outage.failed(exc)
-                self._acks_waiting.set()
-                continue
-            self.outage.recovered()
-
-    def _stop_flusher(self) -> None:
-        self._closed.set()
-        self._acks_waiting.set()
-        flusher = self._flusher
-        if flusher is not None and flusher is not threading.current_thread():
-            flusher.join(timeout=5)
+        self.outage.recovered()
 
     def requeue(self, unit: UnitOfWork) -> None:
         self.bulk_requeue([unit])
@@ -433,7 +391,7 @@ class ReliableFetch:
         is logged: the jobs then stay and are recovered once this process is
         gone.
         """
-        self._stop_flusher()
+        self._flusher.stop()
         self._clear_buffer()
         try:
             self.flush_acknowledgements()
@@ -453,10 +411,10 @@ class ReliableFetch:
 
     def _clear_buffer(self) -> None:
         """Stop buffering and forget the buffered jobs; they stay in the working list."""
+        units = self._buffer.close()
         with self._lock:
-            self._drained = True
-            while self._buffer:
-                self._release_held(self._buffer.popleft().raw)
+            for unit in units:
+                self._release_held(unit.raw)
 
     def _push_back_all(self, raws: Sequence[str]) -> int:
         """Push each job back to the queue its payload names; return how many moved.

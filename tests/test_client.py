@@ -158,7 +158,7 @@ def test_push_bulk_with_at_list(r: redis.Redis, redis_url: str) -> None:
     assert all("at" not in json.loads(m) for m, _ in entries)
 
 
-def test_push_bulk_jobs_have_the_shape_of_a_single_push(r: redis.Redis, redis_url: str) -> None:
+def test_push_bulk_keeps_single_push_shape(r: redis.Redis, redis_url: str) -> None:
     client = Client(redis_url)
     client.push({"class": "X", "args": [0], "tags": ["a"]})
     client.push_bulk({"class": "X", "args": [[1], [2]], "tags": ["a"]})
@@ -176,9 +176,7 @@ def test_push_bulk_names_the_bad_argument(r: redis.Redis, redis_url: str) -> Non
     assert r.exists("queue:default") == 0
 
 
-def test_push_bulk_without_middleware_encodes_as_each_job_alone(
-    r: redis.Redis, redis_url: str
-) -> None:
+def test_push_bulk_template_bytes_exact(r: redis.Redis, redis_url: str) -> None:
     """The template path writes the bytes that encoding each job hash would write."""
     args = [[1e20, "ünïcode \u2028", {"k": [None, True, 1.5]}], [10**30, -0.0], [1.0e15]]
     item = {"class": "X", "args": args, "queue": "bulk", "tags": ["1e+20"], "retry": 3}
