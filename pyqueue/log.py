@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +35,15 @@ from pyqueue.flusher import DelayedFlusher
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
 
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+
+class _Fields(dict):  # type: ignore[type-arg]
+    """The fields of a job context, with their ``key=value`` text once a line needed it."""
+
+    __slots__ = ("text",)
+    text: str
+
+
+_context: contextvars.ContextVar[_Fields | None] = contextvars.ContextVar(
     "pyqueue_log_context", default=None
 )
 
@@ -42,49 +51,80 @@ _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 @contextlib.contextmanager
 def job_context(**fields: Any) -> Iterator[None]:
     """Add ``fields`` to every log line written inside the block."""
-    current = _context.get() or {}
-    token = _context.set({**current, **fields})
+    current: dict[str, Any] = _context.get() or {}
+    token = _context.set(_Fields(current, **fields))
     try:
         yield
     finally:
         _context.reset(token)
 
 
+def _context_text(fields: _Fields) -> str:
+    # A job logs at least a start and a done line, and its fields stay the
+    # same in between, so their text is built once.
+    try:
+        return fields.text
+    except AttributeError:
+        fields.text = " ".join(f"{key}={value}" for key, value in fields.items())
+        return fields.text
+
+
 def current_context() -> dict[str, Any]:
     return dict(_context.get() or {})
 
 
-_thread_ids = threading.local()
+_thread_ids_cache = threading.local()
+
+# The pid, kept here because os.getpid is a system call and every line needs it.
+_pid = os.getpid()
+
+
+def _note_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_fork)
 
 
 def thread_id() -> str:
     """Return a short id for the current thread (base 36, as Sidekiq's tids are)."""
-    # Every log line needs it, so each thread keeps its id. The pid check
-    # gives a forked child's thread a new one.
-    pid = os.getpid()
-    cached: tuple[int, str] | None = getattr(_thread_ids, "value", None)
+    return _thread_ids()[0]
+
+
+def _thread_ids() -> tuple[str, str]:
+    """Return this thread's tid and its ``pid=... tid=...`` text."""
+    # Every log line needs them, so each thread keeps both. The pid check
+    # gives a forked child's thread new ones.
+    pid = _pid
+    cached: tuple[int, str, str] | None = getattr(_thread_ids_cache, "value", None)
     if cached is not None and cached[0] == pid:
-        return cached[1]
+        return cached[1], cached[2]
     number = threading.get_ident() ^ pid
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     text = ""
     while number:
         number, rest = divmod(number, 36)
         text = digits[rest] + text
-    _thread_ids.value = (pid, text or "0")
-    return text or "0"
+    text = text or "0"
+    _thread_ids_cache.value = (pid, text, f"pid={pid} tid={text}")
+    return text, f"pid={pid} tid={text}"
 
 
 # The formatted date and time of the last whole second that was logged,
-# because strftime costs more than the rest of a log line.
+# because strftime costs more than the rest of a log line, and the endings
+# ".000Z" to ".999Z", because a format specification costs more than an index.
 _second_text: tuple[int, str] = (-1, "")
+_MILLISECOND_TEXTS = tuple(f"{millis:03d}Z" for millis in range(1000))
 
 
-def _utc_timestamp(record: logging.LogRecord) -> str:
+def _utc_timestamp(created: float) -> str:
     global _second_text
-    second = int(record.created)
+    second = int(created)
     # Rounded to whole microseconds first, as datetime.fromtimestamp rounds.
-    micros = round((record.created - second) * 1_000_000)
+    # It rounds half to even and this half up, which can differ only between
+    # an even and an odd microsecond, so never in the millisecond printed.
+    micros = int((created - second) * 1_000_000 + 0.5)
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
     cached = _second_text
@@ -92,17 +132,20 @@ def _utc_timestamp(record: logging.LogRecord) -> str:
         moment = dt.datetime.fromtimestamp(second, tz=dt.UTC)
         cached = (second, moment.strftime("%Y-%m-%dT%H:%M:%S."))
         _second_text = cached
-    return f"{cached[1]}{micros // 1000:03d}Z"
+    return cached[1] + _MILLISECOND_TEXTS[micros // 1000]
 
 
-def _record_context(record: logging.LogRecord) -> dict[str, Any]:
-    """Return the job context plus the ``elapsed`` seconds passed as ``extra``."""
-    context = current_context()
-    elapsed = getattr(record, "elapsed", None)
-    if isinstance(elapsed, int | float):
-        # Milliseconds are the useful precision for a job's run time, as in Sidekiq.
-        context["elapsed"] = round(float(elapsed), 3)
-    return context
+def _rounded_elapsed(seconds: float) -> float:
+    # Milliseconds are the useful precision for a job's run time, as in Sidekiq.
+    return round(float(seconds), 3)
+
+
+def _elapsed_text(seconds: float) -> str:
+    """Return ``str(_rounded_elapsed(seconds))`` at half the cost: "0.012", "1.5", "0.0"."""
+    # Both round the exact binary value to three decimals, and the shortest
+    # text of the rounded float is those decimals without trailing zeros.
+    text = f"{seconds:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
@@ -116,34 +159,72 @@ class TextFormatter(logging.Formatter):
     """One line per record: time, pid, tid, job context, level, message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{k}={v}" for k, v in _record_context(record).items())
-        prefix = f"{_utc_timestamp(record)} pid={os.getpid()} tid={thread_id()}"
-        if context:
-            prefix += " " + context
-        line = f"{prefix} {record.levelname}: {record.getMessage()}"
+        elapsed = getattr(record, "elapsed", None)
+        line = self.render(record.created, record.levelname, record.getMessage(), "", elapsed)
         if record.exc_info or record.exc_text:
             line += "\n" + _exception_text(self, record)
         return line
+
+    def render(
+        self, created: float, level: str, message: str, logger_name: str, elapsed: object = None
+    ) -> str:
+        """Return the line of ``message``, logged at ``created`` seconds since the epoch."""
+        parts = [_utc_timestamp(created), _thread_ids()[1]]
+        fields = _context.get()
+        suffix = ""
+        if isinstance(elapsed, int | float):
+            if fields and "elapsed" in fields:
+                # A context field of that name gives way to the record's value.
+                fields = _Fields(fields, elapsed=_rounded_elapsed(elapsed))
+            else:
+                suffix = "elapsed=" + _elapsed_text(elapsed)
+        if fields:
+            parts.append(_context_text(fields))
+        if suffix:
+            parts.append(suffix)
+        parts.append(f"{level}: {message}")
+        return " ".join(parts)
 
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line with ``ts``, ``pid``, ``tid``, ``lvl``, ``msg`` and ``ctx``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": _utc_timestamp(record),
-            "pid": os.getpid(),
-            "tid": thread_id(),
-            "lvl": record.levelname,
-            "msg": record.getMessage(),
-            "logger": record.name,
-        }
-        context = _record_context(record)
-        if context:
-            entry["ctx"] = context
+        elapsed = getattr(record, "elapsed", None)
+        message = record.getMessage()
+        entry = _json_entry(record.created, record.levelname, message, record.name, elapsed)
         if record.exc_info or record.exc_text:
             entry["error"] = _exception_text(self, record)
-        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+        return _dumps(entry)
+
+    def render(
+        self, created: float, level: str, message: str, logger_name: str, elapsed: object = None
+    ) -> str:
+        """Return the line of ``message``, logged at ``created`` seconds since the epoch."""
+        return _dumps(_json_entry(created, level, message, logger_name, elapsed))
+
+
+def _json_entry(
+    created: float, level: str, message: str, logger_name: str, elapsed: object
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "ts": _utc_timestamp(created),
+        "pid": _pid,
+        "tid": thread_id(),
+        "lvl": level,
+        "msg": message,
+        "logger": logger_name,
+    }
+    context = current_context()
+    if isinstance(elapsed, int | float):
+        context["elapsed"] = _rounded_elapsed(elapsed)
+    if context:
+        entry["ctx"] = context
+    return entry
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 # user:password@ in any URL (redis://, rediss://, redis+sentinel://, postgresql://).
@@ -162,6 +243,11 @@ def mask_secrets(text: str) -> str:
     return _SENDGRID_KEY.sub("SG." + MASK, text)
 
 
+def _may_hold_secret(message: str) -> bool:
+    # Each pattern of mask_secrets needs "://", "=" or "SG.", and most lines have none.
+    return "://" in message or "=" in message or "SG." in message
+
+
 class SecretFilter(logging.Filter):
     """Mask secrets in a record's message and traceback before any formatter runs.
 
@@ -171,9 +257,7 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        # Each pattern needs "://", "=" or "SG."; most lines have none of them,
-        # so they skip the three regular expressions.
-        if "://" in message or "=" in message or "SG." in message:
+        if _may_hold_secret(message):
             masked = mask_secrets(message)
             if masked != message:
                 record.msg = masked
@@ -216,6 +300,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         # Held while lines leave the queue and are written, which keeps their order.
         self._write_lock = threading.Lock()
         self._writer = DelayedFlusher(self.flush, delay, "pyqueue-log")
+        self._terminal: tuple[int | None, bool] = (None, False)
         _line_handlers.add(self)
 
     def _after_fork_in_child(self) -> None:
@@ -242,13 +327,52 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.release()
             return
         try:
-            self._queue.append(self.format(record) + self.terminator)
-            if record.levelno >= logging.WARNING or self.delay <= 0 or os.isatty(fd):
-                self._write_queued(fd)
-            else:
-                self._writer.wake()
+            self._enqueue(fd, self.format(record) + self.terminator, record.levelno)
         except Exception:
             self.handleError(record)
+
+    def write_line(self, logger_name: str, message: str, elapsed: float | None = None) -> bool:
+        """Queue an INFO line of ``logger_name`` without a LogRecord.
+
+        Returns False, having written nothing, when the line needs a record:
+        the stream has no file descriptor, or a formatter or filter other
+        than pyqueue's would see it, or SecretFilter would change it. The
+        line is the one ``format`` would make of the record.
+        """
+        fd = self._descriptor()
+        formatter = self.formatter
+        if fd is None or not isinstance(formatter, _OWN_FORMATTERS):
+            return False
+        if type(formatter) not in _OWN_FORMATTERS:
+            # A subclass may format the record differently.
+            return False
+        if _may_hold_secret(message):
+            return False
+        for each in self.filters:
+            if type(each) is not SecretFilter:
+                return False
+        line = formatter.render(time.time(), "INFO", message, logger_name, elapsed)
+        try:
+            self._enqueue(fd, line + self.terminator, logging.INFO)
+        except Exception:
+            # The caller's record path reports the error through handleError.
+            return False
+        return True
+
+    def _enqueue(self, fd: int, line: str, level: int) -> None:
+        self._queue.append(line)
+        if level >= logging.WARNING or self.delay <= 0 or self._is_terminal(fd):
+            self._write_queued(fd)
+        else:
+            self._writer.wake()
+
+    def _is_terminal(self, fd: int) -> bool:
+        # isatty is a system call, and the answer holds as long as the descriptor.
+        known = self._terminal
+        if known[0] != fd:
+            known = (fd, os.isatty(fd))
+            self._terminal = known
+        return known[1]
 
     def _descriptor(self) -> int | None:
         try:
@@ -281,6 +405,52 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             # Nothing names a record here; the lines are lost, as StreamHandler's are.
             self._queue.clear()
+
+
+_OWN_FORMATTERS = (TextFormatter, JSONFormatter)
+
+# Tools such as Sentry's logging integration replace these methods of
+# logging.Logger to see every record.
+_LOGGER_METHODS = ("handle", "callHandlers", "makeRecord")
+
+
+def write_job_line(logger: logging.Logger, message: str, elapsed: float | None = None) -> bool:
+    """Write an INFO line of ``logger`` without a LogRecord, if nothing else would see the record.
+
+    The processor logs ``start`` and ``done`` for every job, and creating and
+    passing on their records cost a third of a no-op job's CPU. When the
+    record would reach pyqueue's LineHandler and nothing else (no other
+    handler at INFO, no filter on the loggers, the standard record factory
+    and Logger class), the handler renders the same line from the values.
+    Returns False, having written nothing, when the caller must log a record.
+    The caller has checked that ``logger`` is enabled for INFO.
+    """
+    handler = _sole_line_handler(logger)
+    return handler is not None and handler.write_line(logger.name, message, elapsed)
+
+
+def _sole_line_handler(logger: logging.Logger) -> LineHandler | None:
+    """Return the LineHandler that alone would handle an INFO record of ``logger``."""
+    if type(logger) is not logging.Logger or logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    for name in _LOGGER_METHODS:
+        if getattr(logging.Logger, name).__module__ != "logging":
+            return None
+    found: LineHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if handler.level > logging.INFO:
+                continue
+            if found is not None or type(handler) is not LineHandler:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
 
 
 _line_handlers: weakref.WeakSet[LineHandler] = weakref.WeakSet()

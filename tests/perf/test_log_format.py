@@ -17,9 +17,7 @@ def reference_timestamp(created: float) -> str:
 
 
 def timestamp(created: float) -> str:
-    record = logging.LogRecord("pyqueue", logging.INFO, __file__, 1, "done", None, None)
-    record.created = created
-    return log._utc_timestamp(record)
+    return log._utc_timestamp(created)
 
 
 def test_timestamp_matches_datetime() -> None:
@@ -30,6 +28,18 @@ def test_timestamp_matches_datetime() -> None:
         times += [second + fraction for fraction in (0.0, 0.0005, 0.4995, 0.9995, 0.9999995)]
 
     mismatches = [t for t in times if timestamp(t) != reference_timestamp(t)]
+
+    assert mismatches == []
+
+
+def test_elapsed_text_matches_rounded_float() -> None:
+    rng = random.Random(11)
+    values: list[float] = [rng.uniform(0, 0.05) for _ in range(20_000)]
+    values += [rng.uniform(0, 5000) for _ in range(20_000)]
+    # Halfway cases, whole numbers and values that round up to the next unit.
+    values += [0.0, 0.0005, 0.0015, 0.0025, 0.1235, 1.0, 2, 59.9996, 0.9999, 86_400]
+
+    mismatches = [v for v in values if log._elapsed_text(v) != str(round(float(v), 3))]
 
     assert mismatches == []
 
@@ -57,6 +67,22 @@ def test_thread_id_changes_in_forked_child() -> None:
     os.waitpid(pid, 0)
 
     assert child_id != parent_id
+
+
+def test_forked_child_logs_its_own_pid() -> None:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        line = log.TextFormatter().render(0.0, "INFO", "child", "pyqueue")
+        os.write(write_end, line.encode())
+        os._exit(0)
+    os.close(write_end)
+    line = os.read(read_end, 256).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+
+    assert f" pid={pid} " in line
+    assert log._pid == os.getpid()
 
 
 def test_secret_filter_still_masks_urls() -> None:
