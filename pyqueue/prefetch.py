@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from pyqueue import keys
+from pyqueue.connection import DirectScript
 from pyqueue.fetch import BasicFetch, JobBuffer, UnitOfWork
 
 # Jobs per round trip at most: enough to cut the round trips per job by an
@@ -74,7 +75,7 @@ class PrefetchFetch(BasicFetch):
     ) -> None:
         super().__init__(conn, queues, **options)
         self.batch_size = batch_size
-        self._script = conn.register_script(POP_BATCH)
+        self._script = DirectScript(conn, POP_BATCH)
         self._buffer = JobBuffer()
         # Lets one thread at a time fetch a batch; the others wait for its jobs.
         self._batch_lock = threading.Lock()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from pyqueue import keys
-from pyqueue.connection import FETCH_TIMEOUT
+from pyqueue.connection import FETCH_TIMEOUT, DirectScript
 from pyqueue.fetch import ERROR_PAUSE, FetchGate, JobBuffer, UnitOfWork, queue_order
 from pyqueue.flusher import DelayedFlusher
 from pyqueue.outage import OutageLog
@@ -149,7 +149,7 @@ class ReliableFetch:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._gate = FetchGate(blocking_limit)
-        self._fetch_script = conn.register_script(RELIABLE_FETCH_SCRIPT)
+        self._fetch_script = DirectScript(conn, RELIABLE_FETCH_SCRIPT)
         self._push_back_script = conn.register_script(PUSH_BACK_SCRIPT)
         self._forget_script = conn.register_script(FORGET_SCRIPT)
         self.outage = OutageLog(logger, "Redis")

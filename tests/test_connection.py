@@ -12,7 +12,12 @@ import pytest
 import redis
 
 from pyqueue.config import build
-from pyqueue.connection import check_server_version, create_redis, send_commands
+from pyqueue.connection import (
+    DirectScript,
+    check_server_version,
+    create_redis,
+    send_commands,
+)
 from pyqueue.errors import ConfigError, RedisVersionError
 from tests.fixtures.redis_server import free_port, redis_server_binary
 
@@ -185,6 +190,7 @@ def test_send_commands_error_reply_leaves_connection_clean(redis_url: str) -> No
 
     assert client.get("text") == "not a list"
     assert client.echo("next") == "next"
+    client.connection_pool.disconnect()
 
 
 def test_send_commands_retries_on_a_killed_connection(redis_url: str) -> None:
@@ -195,3 +201,28 @@ def test_send_commands_retries_on_a_killed_connection(redis_url: str) -> None:
 
     assert send_commands(client, [["SADD", "queues", "c"]]) == [1]
     assert client.client_id() != client_id
+    client.connection_pool.disconnect()
+    other.connection_pool.disconnect()
+
+
+def test_direct_script_loads_itself_again_after_a_flush(r: redis.Redis) -> None:
+    script = DirectScript(
+        r, "redis.call('RPUSH', KEYS[1], ARGV[1]); return redis.call('LLEN', KEYS[1])"
+    )
+
+    assert script(keys=["queue:a"], args=["x"]) == 1
+    r.script_flush()
+    assert script(keys=["queue:a"], args=["y"]) == 2
+
+    assert r.lrange("queue:a", 0, -1) == ["x", "y"]
+    assert r.script_exists(script.script.sha) == [True]
+
+
+def test_direct_script_error_reply_raises(r: redis.Redis) -> None:
+    r.set("text", "not a list")
+    script = DirectScript(r, "return redis.call('LPUSH', KEYS[1], ARGV[1])")
+
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        script(keys=["text"], args=["x"])
+
+    assert r.echo("next") == "next"
