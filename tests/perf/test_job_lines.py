@@ -1,8 +1,8 @@
 """Job lines written without a LogRecord: the same bytes, else the record path.
 
 ``write_job_line`` may skip the record only where pyqueue's LineHandler is
-the one thing that would see it; each test of the second kind adds one thing
-that could see or change the record and checks that the record path runs.
+the one thing that would see it. Each record-path test adds one thing that
+could see or change the record, and checks that the record path runs.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def wrapping_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
 
 
 @pytest.mark.parametrize("case", RECORD_PATH_CASES)
-def test_record_path_when_something_else_could_see_it(
+def test_record_path_when_others_could_see(
     pipe: tuple[io.TextIOWrapper, int], monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
     stream, read_end = pipe
@@ -185,7 +185,7 @@ def test_record_path_when_something_else_could_see_it(
         assert read_lines(stream, read_end, handler) == []
 
 
-def test_processor_lines_skip_the_record_under_setup(
+def test_processor_lines_skip_the_record(
     pipe: tuple[io.TextIOWrapper, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream, read_end = pipe
