@@ -11,8 +11,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -34,6 +34,40 @@ class LatencyRun:
     p99_ms: float
     max_ms: float
     idle_rss_kb: list[int]  # one entry per worker process
+    # The p99 of each run, when this run stands for several.
+    p99_runs_ms: list[float] = field(default_factory=list)
+
+
+def interleaved(
+    server: BenchRedis,
+    rows: Sequence[Contender],
+    rate: float,
+    jobs: int,
+    repeats: int,
+    echo: Callable[[str], None],
+) -> list[LatencyRun]:
+    """Measure each row ``repeats`` times, in rounds over the rows; return their medians.
+
+    One run lasts about ten seconds, and a slow phase of a virtual machine
+    can last as long, so rounds spread such a phase over the rows.
+    """
+    runs: dict[str, list[LatencyRun]] = {row.name: [] for row in rows}
+    for _ in range(repeats):
+        for row in rows:
+            runs[row.name].append(measure(server, row, rate, jobs, echo))
+    return [combine(series) for series in runs.values()]
+
+
+def combine(series: Sequence[LatencyRun]) -> LatencyRun:
+    """Return the median p50 and p99 of ``series``, its largest delay and its largest idle RSS."""
+    return LatencyRun(
+        series[0].name,
+        statistics.median(run.p50_ms for run in series),
+        statistics.median(run.p99_ms for run in series),
+        max(run.max_ms for run in series),
+        max((run.idle_rss_kb for run in series), key=sum),
+        [run.p99_ms for run in series],
+    )
 
 
 def measure(

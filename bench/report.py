@@ -73,12 +73,13 @@ def enqueue_table(series: Sequence[EnqueueSeries], markdown: bool) -> str:
 
 
 def latency_table(runs: Sequence[LatencyRun], markdown: bool) -> str:
-    headers = ["worker", "p50 ms", "p99 ms", "max ms", "idle RSS MiB"]
+    headers = ["worker", "p50 ms", "p99 ms", "p99 of each run", "max ms", "idle RSS MiB"]
     rows = [
         [
             run.name,
             f"{run.p50_ms:.2f}",
             f"{run.p99_ms:.2f}",
+            ", ".join(f"{value:.2f}" for value in run.p99_runs_ms),
             f"{run.max_ms:.2f}",
             ", ".join(f"{kb / 1024:.0f}" for kb in run.idle_rss_kb),
         ]

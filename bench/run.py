@@ -120,10 +120,13 @@ def run_latency(server: BenchRedis, args: argparse.Namespace) -> list[LatencyRun
     rows = [contenders.pyqueue_worker(args.threads, 1, mode) for mode in args.fetch]
     if not args.no_ruby:
         rows.append(contenders.sidekiq_worker(args.threads))
-    echo(f"latency: {args.latency_jobs:,} jobs at {args.latency_rate:g} jobs/s on an idle worker")
-    return [
-        latency.measure(server, row, args.latency_rate, args.latency_jobs, echo) for row in rows
-    ]
+    echo(
+        f"latency: {args.latency_jobs:,} jobs at {args.latency_rate:g} jobs/s on an idle worker, "
+        f"{args.repeats} runs each"
+    )
+    return latency.interleaved(
+        server, rows, args.latency_rate, args.latency_jobs, args.repeats, echo
+    )
 
 
 def run_big(server: BenchRedis, args: argparse.Namespace) -> list[DrainSeries]:
