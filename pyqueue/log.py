@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyqueue.errors import ConfigError
@@ -75,16 +75,9 @@ def current_context() -> dict[str, Any]:
 
 _thread_ids_cache = threading.local()
 
-# The pid, kept here because os.getpid is a system call and every line needs it.
+# The pid, kept here because os.getpid is a system call and every line needs
+# it. A forked child sets it again (see _after_fork_in_child).
 _pid = os.getpid()
-
-
-def _note_fork() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_note_fork)
 
 
 def thread_id() -> str:
@@ -107,8 +100,9 @@ def _thread_ids() -> tuple[str, str]:
         number, rest = divmod(number, 36)
         text = digits[rest] + text
     text = text or "0"
-    _thread_ids_cache.value = (pid, text, f"pid={pid} tid={text}")
-    return text, f"pid={pid} tid={text}"
+    prefix = f"pid={pid} tid={text}"
+    _thread_ids_cache.value = (pid, text, prefix)
+    return text, prefix
 
 
 # The formatted date and time of the last whole second that was logged,
@@ -340,18 +334,14 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         line is the one ``format`` would make of the record.
         """
         fd = self._descriptor()
-        formatter = self.formatter
-        if fd is None or not isinstance(formatter, _OWN_FORMATTERS):
+        # Exact types, because a subclass may format the record differently.
+        render = _RENDERERS.get(type(self.formatter))
+        if fd is None or render is None or _may_hold_secret(message):
             return False
-        if type(formatter) not in _OWN_FORMATTERS:
-            # A subclass may format the record differently.
-            return False
-        if _may_hold_secret(message):
-            return False
-        for each in self.filters:
-            if type(each) is not SecretFilter:
+        for handler_filter in self.filters:
+            if type(handler_filter) is not SecretFilter:
                 return False
-        line = formatter.render(time.time(), "INFO", message, logger_name, elapsed)
+        line = render(self.formatter, time.time(), "INFO", message, logger_name, elapsed)
         try:
             self._enqueue(fd, line + self.terminator, logging.INFO)
         except Exception:
@@ -407,7 +397,10 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._queue.clear()
 
 
-_OWN_FORMATTERS = (TextFormatter, JSONFormatter)
+_RENDERERS: dict[type[Any], Callable[..., str]] = {
+    TextFormatter: TextFormatter.render,
+    JSONFormatter: JSONFormatter.render,
+}
 
 # Tools such as Sentry's logging integration replace these methods of
 # logging.Logger to see every record.
@@ -457,12 +450,14 @@ def _sole_line_handler(logger: logging.Logger) -> LineHandler | None:
 _line_handlers: weakref.WeakSet[LineHandler] = weakref.WeakSet()
 
 
-def _reset_line_handlers() -> None:
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
     for handler in list(_line_handlers):
         handler._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_reset_line_handlers)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def setup(level: str | None = None, fmt: str | None = None, stream: Any = None) -> logging.Handler:

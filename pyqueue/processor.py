@@ -279,8 +279,8 @@ def _log_job_line(message: str, elapsed: float | None = None) -> None:
     """Log a job's ``start`` or ``done`` line at INFO, as ``logger.info`` would.
 
     These two lines come from the processor for every job. Where pyqueue's
-    handler alone would see them, it writes them without a record. Else the
-    record skips the stack walk of ``logger.info`` (about 10 us per line).
+    handler alone would see them, it writes them without a record. Otherwise
+    the record skips the stack walk of ``logger.info`` (about 10 us per line).
     """
     if not logger.isEnabledFor(logging.INFO) or write_job_line(logger, message, elapsed):
         return

@@ -1,8 +1,14 @@
-"""A ``pyqueue run --processes N`` subprocess on the private Redis, stopped after the test."""
+"""Fixtures of the performance tests.
+
+A ``pyqueue run --processes N`` subprocess on the private Redis, stopped
+after the test, and a pipe with a logger on it for the log handler tests.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,6 +20,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from pyqueue import log
 
 ROOT = Path(__file__).resolve().parents[2]
 PYQUEUE = str(Path(sys.executable).parent / "pyqueue")
@@ -158,3 +166,39 @@ def supervisor(redis_url: str, tmp_path: Path) -> Iterator[SupervisorFactory]:
     finally:
         for handle in started:
             handle.stop()
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
+    """A text stream over the write end of a pipe, and the read end."""
+    read_end, write_end = os.pipe()
+    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        yield stream, read_end
+    finally:
+        stream.close()
+        os.close(read_end)
+
+
+def make_logger(
+    handler: logging.Handler, name: str, formatter: logging.Formatter | None = None
+) -> logging.Logger:
+    """Return logger ``name`` with ``handler`` as its only handler, as ``log.setup`` sets it up."""
+    handler.setFormatter(formatter or log.TextFormatter())
+    handler.addFilter(log.SecretFilter())
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.filters = []
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def read_all(stream: io.TextIOWrapper, read_end: int, handler: logging.Handler) -> str:
+    """Flush ``handler``, close the write end and return all that the pipe received."""
+    handler.flush()
+    stream.close()
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")

@@ -11,50 +11,15 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pyqueue import log, processor
+from tests.perf.conftest import make_logger, read_all
 
 JID = "2f8d1c0e9b7a6f5e4d3c2b1a"
 CONTEXT = {"class": "Mailer", "jid": JID, "queue": "mail"}
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
-    """A text stream over the write end of a pipe, and the read end."""
-    read_end, write_end = os.pipe()
-    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115
-    try:
-        yield stream, read_end
-    finally:
-        if not stream.closed:
-            stream.close()
-        os.close(read_end)
-
-
-def isolated_logger(
-    name: str, handler: logging.Handler, formatter: logging.Formatter | None = None
-) -> logging.Logger:
-    handler.setFormatter(formatter or log.TextFormatter())
-    handler.addFilter(log.SecretFilter())
-    logger = logging.getLogger(name)
-    logger.propagate = False
-    logger.handlers = [handler]
-    logger.filters = []
-    logger.setLevel(logging.INFO)
-    return logger
-
-
-def read_lines(stream: io.TextIOWrapper, read_end: int, handler: logging.Handler) -> list[str]:
-    handler.flush()
-    stream.close()
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8").splitlines()
 
 
 def without_time(line: str) -> Any:
@@ -71,7 +36,7 @@ def test_direct_line_equals_record_line(
 ) -> None:
     stream, read_end = pipe
     handler = log.LineHandler(stream)
-    logger = isolated_logger(f"perf.direct.{formatter.__name__}", handler, formatter())
+    logger = make_logger(handler, f"perf.direct.{formatter.__name__}", formatter())
 
     with log.job_context(**CONTEXT):
         assert log.write_job_line(logger, "start")
@@ -81,7 +46,7 @@ def test_direct_line_equals_record_line(
     assert log.write_job_line(logger, "outside")
     logger.info("outside")
 
-    lines = read_lines(stream, read_end, handler)
+    lines = read_all(stream, read_end, handler).splitlines()
     assert len(lines) == 6
     direct, recorded = lines[0:2] + lines[4:5], lines[2:4] + lines[5:6]
     assert [without_time(line) for line in direct] == [without_time(line) for line in recorded]
@@ -99,16 +64,16 @@ def test_direct_line_equals_record_line(
     )
 
 
-def test_context_elapsed_gives_way_on_both_paths(pipe: tuple[io.TextIOWrapper, int]) -> None:
+def test_record_elapsed_replaces_context_field(pipe: tuple[io.TextIOWrapper, int]) -> None:
     stream, read_end = pipe
     handler = log.LineHandler(stream)
-    logger = isolated_logger("perf.direct.elapsed", handler)
+    logger = make_logger(handler, "perf.direct.elapsed")
 
     with log.job_context(elapsed="context", jid=JID):
         assert log.write_job_line(logger, "done", 1.5)
         logger.info("done", extra={"elapsed": 1.5})
 
-    direct, recorded = read_lines(stream, read_end, handler)
+    direct, recorded = read_all(stream, read_end, handler).splitlines()
     assert without_time(direct) == without_time(recorded)
     assert direct.endswith(f"elapsed=1.5 jid={JID} INFO: done")
 
@@ -116,13 +81,13 @@ def test_context_elapsed_gives_way_on_both_paths(pipe: tuple[io.TextIOWrapper, i
 def test_handler_above_info_does_not_count(pipe: tuple[io.TextIOWrapper, int]) -> None:
     stream, read_end = pipe
     handler = log.LineHandler(stream)
-    logger = isolated_logger("perf.direct.quiet", handler)
+    logger = make_logger(handler, "perf.direct.quiet")
     errors_only = logging.StreamHandler(io.StringIO())
     errors_only.setLevel(logging.ERROR)
     logger.addHandler(errors_only)
 
     assert log.write_job_line(logger, "start")
-    assert len(read_lines(stream, read_end, handler)) == 1
+    assert len(read_all(stream, read_end, handler).splitlines()) == 1
 
 
 RECORD_PATH_CASES = [
@@ -159,7 +124,7 @@ def test_record_path_when_others_could_see(
 ) -> None:
     stream, read_end = pipe
     handler = log.LineHandler(stream)
-    logger = isolated_logger(f"perf.record.{case.replace(' ', '-')}", handler)
+    logger = make_logger(handler, f"perf.record.{case.replace(' ', '-')}")
     message = "start"
     if case == "second handler":
         logger.addHandler(logging.StreamHandler(io.StringIO()))
@@ -182,7 +147,7 @@ def test_record_path_when_others_could_see(
 
     assert not log.write_job_line(logger, message)
     if case != "stream without descriptor":
-        assert read_lines(stream, read_end, handler) == []
+        assert read_all(stream, read_end, handler).splitlines() == []
 
 
 def test_processor_lines_skip_the_record(
@@ -201,7 +166,7 @@ def test_processor_lines_skip_the_record(
         processor._log_job_line("start")
         processor._log_job_line("done", 0.25)
 
-    lines = read_lines(stream, read_end, handler)
+    lines = read_all(stream, read_end, handler).splitlines()
     assert records == []
     assert [line.split(" ", 3)[3] for line in lines] == [
         f"class=Mailer jid={JID} queue=mail INFO: start",

@@ -8,44 +8,11 @@ import os
 import re
 import select
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from pyqueue import log
+from tests.perf.conftest import make_logger, read_all
 
 LINE = re.compile(r"^\S+Z pid=\d+ tid=\w+ INFO: record \d+ of thread \d+$")
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[io.TextIOWrapper, int]]:
-    """A text stream over the write end of a pipe, and the read end."""
-    read_end, write_end = os.pipe()
-    stream = open(write_end, "w", encoding="utf-8")  # noqa: SIM115
-    try:
-        yield stream, read_end
-    finally:
-        stream.close()
-        os.close(read_end)
-
-
-def make_logger(handler: logging.Handler, name: str) -> logging.Logger:
-    handler.setFormatter(log.TextFormatter())
-    handler.addFilter(log.SecretFilter())
-    logger = logging.getLogger(name)
-    logger.propagate = False
-    logger.handlers = [handler]
-    logger.setLevel(logging.INFO)
-    return logger
-
-
-def read_all(stream: io.TextIOWrapper, read_end: int, handler: logging.Handler) -> str:
-    handler.flush()
-    stream.close()
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks).decode("utf-8")
 
 
 def test_threads_write_whole_lines(pipe: tuple[io.TextIOWrapper, int]) -> None:
